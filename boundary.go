@@ -1,0 +1,145 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+// lineState is where in the event-stream syntax (WHATWG HTML, 9.2.5) the
+// bytes sent so far end.
+type lineState uint8
+
+const (
+	atEventStart lineState = iota // nothing sent yet, or the last line was blank
+	atLineStart                   // a line of the current event has ended
+	inLine                        // in the middle of a line
+)
+
+// boundaryTracker follows a stream's line structure with O(1) state, looking
+// only at the trailing line-end bytes of each write. Line ends are CRLF, LF
+// or a lone CR; a CRLF may be split across two writes.
+type boundaryTracker struct {
+	state lineState
+	// cr is set when the last byte was CR: a LF that comes next completes
+	// that line end instead of ending another line.
+	cr bool
+}
+
+// update moves the tracker past p, which was just sent.
+func (b *boundaryTracker) update(p []byte) {
+	n := len(p)
+	k := n
+	// Four trailing line-end bytes hold at least two line ends (a CRLF
+	// counts once, and at most one LF can complete an earlier CR), so the
+	// stream ends with a blank line whatever came before; never look
+	// further back than that.
+	for k > 0 && n-k < 4 && isLineEnd(p[k-1]) {
+		k--
+	}
+	if n-k == 4 {
+		b.state, b.cr = atEventStart, p[n-1] == '\r'
+		return
+	}
+	if k > 0 {
+		b.state, b.cr = inLine, false
+	}
+	for _, c := range p[k:] {
+		if c == '\n' && b.cr {
+			b.cr = false
+			continue
+		}
+		if b.state == inLine {
+			b.state = atLineStart
+		} else {
+			b.state = atEventStart // a blank line
+		}
+		b.cr = c == '\r'
+	}
+}
+
+// atBoundary reports whether bytes may be inserted here without changing
+// the events a client parses: between events for text/event-stream, between
+// lines for the line-oriented extra types.
+func (b *boundaryTracker) atBoundary(sse bool) bool {
+	if sse {
+		return b.state == atEventStart
+	}
+	return b.state != inLine
+}
+
+func isLineEnd(c byte) bool { return c == '\n' || c == '\r' }
+
+// eventScanner counts the events of a stream and remembers its last event
+// id, for the debug line logged when the stream ends. It reads every byte,
+// so it runs only when debug logging is on.
+type eventScanner struct {
+	line   [maxIDLine]byte // the start of the current line
+	n      int             // length of the current line so far
+	cr     bool            // the last byte was CR
+	fields bool            // the current block has a data field
+	events int64           // blocks with data that were dispatched
+	lastID string          // the last id field seen
+	hasID  bool
+}
+
+// scan reads p.
+func (s *eventScanner) scan(p []byte) {
+	for _, c := range p {
+		if c == '\n' && s.cr {
+			s.cr = false
+			continue
+		}
+		s.cr = c == '\r'
+		if isLineEnd(c) {
+			s.endLine()
+			continue
+		}
+		if s.n < len(s.line) {
+			s.line[s.n] = c
+		}
+		s.n++
+	}
+}
+
+func (s *eventScanner) endLine() {
+	defer func() { s.n = 0 }()
+	if s.n == 0 {
+		if s.fields {
+			s.events++
+			s.fields = false
+		}
+		return
+	}
+	line := s.line[:min(s.n, len(s.line))]
+	name, value := line, []byte(nil)
+	for i, c := range line {
+		if c == ':' {
+			name, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+			break
+		}
+	}
+	switch string(name) {
+	case "data":
+		s.fields = true
+	case "id":
+		if s.n <= len(s.line) {
+			s.lastID, s.hasID = string(value), true
+		}
+	}
+}
+
+// maxIDLine bounds the line prefix the scanner keeps; longer id lines are
+// not recorded.
+const maxIDLine = 256

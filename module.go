@@ -1,0 +1,319 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+// Package caddysse is a Caddy HTTP middleware that makes Server-Sent Events
+// (text/event-stream) responses stream correctly through Caddy and through
+// the proxies, CDNs and load balancers in front of it.
+//
+// For every event-stream response it disables buffering and compression
+// (here and at the next hop), flushes every write, injects heartbeat
+// comments between events on quiet streams, strips hop-by-hop header fields
+// that HTTP/2 and HTTP/3 clients reject, caps concurrent streams per key in
+// a way browser EventSource clients survive, and ends streams cleanly on
+// shutdown, reload or after a maximum duration. Every other response passes
+// through untouched.
+package caddysse
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler makes Server-Sent Events responses stream correctly through Caddy.
+//
+// It acts on every response whose Content-Type is text/event-stream (or one
+// of the extra Types), whatever handler produced it: it keeps Caddy's
+// encode handler and the next hop from compressing or buffering it, flushes
+// every write, strips hop-by-hop header fields, writes heartbeat comments
+// between events on quiet streams, and enforces concurrent-stream limits.
+// Other responses pass through byte for byte.
+//
+// Order it after encode (the Caddyfile directive does so by default), so that
+// the bytes it writes itself pass through encode's writer.
+type Handler struct {
+	// Extra media types to treat as streams, for example
+	// "application/x-ndjson". They are flushed on every write and never
+	// compressed, and their hop-by-hop fields are stripped, like
+	// text/event-stream; they get no heartbeats and no retry hints, because
+	// those are SSE syntax. text/event-stream is always a stream.
+	Types []string `json:"types,omitempty"`
+
+	// How long a stream may stay quiet (no byte sent to the client) before
+	// a heartbeat comment is written, at the next event boundary. Each
+	// stream uses an interval picked at random between 80 % and 100 % of
+	// this value, so streams opened together do not beat together.
+	// Default: 15s. 0 disables heartbeats; negative values are invalid.
+	Heartbeat *caddy.Duration `json:"heartbeat,omitempty"`
+
+	// The text of the heartbeat comment. It must not contain CR, LF or NUL.
+	// Default: "heartbeat".
+	HeartbeatText string `json:"heartbeat_text,omitempty"`
+
+	// How a heartbeat is framed: "block" writes ": <text>\n\n", a comment
+	// followed by a blank line (clients that drop blocks not starting with
+	// "data:", such as @google/genai, need this); "line" writes
+	// ": <text>\n", a comment line alone (clients that dispatch an empty
+	// event on a lone blank line, such as older openai-python, need this).
+	// Default: "block".
+	HeartbeatFrame string `json:"heartbeat_frame,omitempty"`
+
+	// Caps on concurrent streams. Every limit must admit a stream.
+	// Default: none.
+	Limits []Limit `json:"limits,omitempty"`
+
+	// The name of the counter zone shared by this handler's limits. Handlers
+	// with the same zone name share counters; by default each sse handler
+	// has its own, kept across config reloads.
+	Zone string `json:"zone,omitempty"`
+
+	// The reconnection time sent in a "retry:" field when a stream is
+	// refused or ended by this handler. Each hint is jittered up to 50 %
+	// above this value. Default: 3s.
+	Retry caddy.Duration `json:"retry,omitempty"`
+
+	// The status returned to clients that are not EventSource-style (not a
+	// GET whose Accept lists text/event-stream) when a limit refuses their
+	// stream: 503 or 429 are usual. A Retry-After header is set and the
+	// error goes through handle_errors. Default: 503.
+	RefuseStatus int `json:"refuse_status,omitempty"`
+
+	// If true, 502, 503 and 504 errors from the handlers inside sse reach
+	// EventSource-style clients as they are, which makes a browser's
+	// EventSource give up for good. By default such a client gets a 200
+	// response with a "retry:" field instead, so it reconnects later.
+	PassUpstreamErrors bool `json:"pass_upstream_errors,omitempty"`
+
+	// Log the limit key (for example the client IP) when a stream is
+	// refused. Off by default, because keys may be personal data.
+	LogKey bool `json:"log_key,omitempty"`
+
+	// End a stream after about this long, at an event boundary, with a
+	// "retry:" hint, so the client reconnects (with Last-Event-ID). Each
+	// stream's deadline is jittered to 80-100 % of this value. Default: 0,
+	// no maximum.
+	MaxDuration caddy.Duration `json:"max_duration,omitempty"`
+
+	// End a stream whose upstream has sent nothing for this long
+	// (heartbeats do not count), the same way as MaxDuration. Default: 0,
+	// off.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// After a config reload, end the streams opened under the old config,
+	// each at a random moment within this window, so clients reconnect to
+	// the new config without all reconnecting at once. Default: 0, streams
+	// stay open on the old config until they end by themselves.
+	DrainOnReload caddy.Duration `json:"drain_on_reload,omitempty"`
+
+	// runtime state
+	logger      *zap.Logger
+	heartbeat   time.Duration     // resolved Heartbeat; 0 means off
+	frame       []byte            // the heartbeat bytes written to the client
+	types       []string          // lower-cased extra media types
+	zone        *zone             // limit counters, shared through zones (limits.go)
+	zoneKey     string            // key of zone in the zones pool
+	server      *caddyhttp.Server // key of h's entry in occurrences, if any
+	limits      []compiledLimit   // Limits with their counter ids
+	streams     *streamSet        // open streams, for shutdown and drain (lifecycle.go)
+	loggedCoded *sync.Once        // the upstream-compressed stream notice is logged once
+}
+
+// Limit caps the number of concurrent streams that share a key.
+type Limit struct {
+	// The most streams open at once for one key. Required, at least 1.
+	Max int `json:"max"`
+
+	// The key streams are counted by: a placeholder such as {client_ip}
+	// or {http.request.header.Authorization}, expanded per request.
+	// Keys longer than 128 bytes are hashed. Default:
+	// "{http.request.host}".
+	Per string `json:"per,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sse",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up h's defaults, its limit zone and its lifecycle hooks.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.streams = new(streamSet)
+	h.loggedCoded = new(sync.Once)
+
+	h.heartbeat = defaultHeartbeat
+	if h.Heartbeat != nil {
+		h.heartbeat = time.Duration(*h.Heartbeat)
+	}
+	if h.HeartbeatText == "" {
+		h.HeartbeatText = defaultHeartbeatText
+	}
+	if h.HeartbeatFrame == "" {
+		h.HeartbeatFrame = frameBlock
+	}
+	h.frame = []byte(": " + h.HeartbeatText + "\n")
+	if h.HeartbeatFrame == frameBlock {
+		h.frame = append(h.frame, '\n')
+	}
+	if h.Retry == 0 {
+		h.Retry = caddy.Duration(defaultRetry)
+	}
+	if h.RefuseStatus == 0 {
+		h.RefuseStatus = http.StatusServiceUnavailable
+	}
+	h.types = h.types[:0]
+	for _, t := range h.Types {
+		mt, _, err := mime.ParseMediaType(t)
+		if err == nil {
+			h.types = append(h.types, mt) // ParseMediaType lower-cases
+		}
+	}
+	for i := range h.Limits {
+		if h.Limits[i].Per == "" {
+			h.Limits[i].Per = defaultLimitKey
+		}
+	}
+
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering sse metrics: %w", err)
+	}
+	if err := h.provisionZone(ctx); err != nil {
+		return err
+	}
+	h.provisionLifecycle(ctx)
+	return nil
+}
+
+// Validate ensures h's configuration is valid. Every message names the
+// field as it is written in JSON.
+func (h *Handler) Validate() error {
+	if h.Heartbeat != nil && *h.Heartbeat < 0 {
+		return fmt.Errorf("heartbeat: must not be negative, got %s", time.Duration(*h.Heartbeat))
+	}
+	if err := checkHeartbeatText(h.HeartbeatText); err != nil {
+		return fmt.Errorf("heartbeat_text: %w", err)
+	}
+	switch h.HeartbeatFrame {
+	case "", frameBlock, frameLine:
+	default:
+		return fmt.Errorf("heartbeat_frame: must be %q or %q, got %q", frameBlock, frameLine, h.HeartbeatFrame)
+	}
+	for i, t := range h.Types {
+		if err := checkMediaType(t); err != nil {
+			return fmt.Errorf("types[%d]: %w", i, err)
+		}
+	}
+	for i, l := range h.Limits {
+		if l.Max < 1 {
+			return fmt.Errorf("limits[%d].max: must be at least 1, got %d", i, l.Max)
+		}
+		if err := checkLimitKey(l.Per); err != nil {
+			return fmt.Errorf("limits[%d].per: %w", i, err)
+		}
+	}
+	for _, d := range []struct {
+		field string
+		val   caddy.Duration
+	}{
+		{"retry", h.Retry},
+		{"max_duration", h.MaxDuration},
+		{"idle_timeout", h.IdleTimeout},
+		{"drain_on_reload", h.DrainOnReload},
+	} {
+		if d.val < 0 {
+			return fmt.Errorf("%s: must not be negative, got %s", d.field, time.Duration(d.val))
+		}
+	}
+	if h.RefuseStatus != 0 && (h.RefuseStatus < 400 || h.RefuseStatus > 599) {
+		return fmt.Errorf("refuse_status: must be a 4xx or 5xx status, got %d", h.RefuseStatus)
+	}
+	return nil
+}
+
+// Cleanup releases h's hold on its limit zone and lifecycle hooks. Streams
+// still running on h go on and keep their slots until they end.
+func (h *Handler) Cleanup() error {
+	h.cleanupLifecycle()
+	if h.server != nil {
+		occurrences.Delete(h.server)
+	}
+	if h.zoneKey != "" {
+		_, err := zones.Delete(h.zoneKey)
+		return err
+	}
+	return nil
+}
+
+// checkHeartbeatText rejects text that would end the comment line early.
+func checkHeartbeatText(s string) error {
+	if i := strings.IndexAny(s, "\r\n\x00"); i >= 0 {
+		return fmt.Errorf("must not contain CR, LF or NUL (found %q at byte %d)", s[i], i)
+	}
+	return nil
+}
+
+// checkMediaType accepts a bare media type such as application/x-ndjson.
+func checkMediaType(s string) error {
+	mt, params, err := mime.ParseMediaType(s)
+	if err != nil {
+		return fmt.Errorf("invalid media type %q: %v", s, err)
+	}
+	if len(params) > 0 || !strings.Contains(mt, "/") || strings.Contains(mt, "*") {
+		return fmt.Errorf("invalid media type %q: want type/subtype without parameters or wildcards", s)
+	}
+	return nil
+}
+
+// Sentinel errors, for errors.Is and handle_errors.
+var (
+	// errStreamLimit is the error behind a refusal by a limit.
+	errStreamLimit = errors.New("sse: stream limit reached")
+	// errStreamEnded is returned to the inner handler's writes after sse
+	// ended the stream on purpose (max duration, idle, shutdown, drain).
+	errStreamEnded = errors.New("sse: stream ended")
+)
+
+// Defaults.
+const (
+	defaultHeartbeat     = 15 * time.Second
+	defaultHeartbeatText = "heartbeat"
+	defaultRetry         = 3 * time.Second
+	defaultLimitKey      = "{http.request.host}"
+
+	frameBlock = "block"
+	frameLine  = "line"
+)
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
