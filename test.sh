@@ -15,7 +15,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "installing test dependencies"
 e2e/install-deps.sh
 if ! command -v staticcheck >/dev/null; then
-	go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	go install honnef.co/go/tools/cmd/staticcheck@2026.2.2
 fi
 
 step "gofmt"
