@@ -63,7 +63,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				sw.finish(why)
 				return
 			}
-			sw.finish(endError)
+			sw.finish(sw.failureReason())
 			panic(rec)
 		}
 		sw.finish(why)
@@ -80,10 +80,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 		return h.refuse(sw.ResponseWriter, sw, sw.refusal)
 	}
 	if err != nil {
-		*why = endError
-		if sw.req.Context().Err() != nil {
-			*why = endClient
-		}
+		*why = sw.failureReason()
 		if sw.mode == modeUndecided && sw.eventSrc && !h.PassUpstreamErrors && isUpstreamFailure(err) {
 			// nothing was written yet: tell the EventSource to come back
 			// instead of letting a 502/503/504 kill it for good
@@ -94,10 +91,32 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 		}
 		return err
 	}
-	if sw.req.Context().Err() != nil {
+	if sw.clientGone() {
 		*why = endClient
 	}
 	return nil
+}
+
+// clientGone reports whether the client went away: a write to it failed or
+// its request was canceled.
+func (sw *streamWriter) clientGone() bool {
+	return sw.writeErrSeen() || sw.req.Context().Err() != nil
+}
+
+// failureReason is why a stream whose handler failed ended: the client
+// left, or something else went wrong.
+func (sw *streamWriter) failureReason() endReason {
+	if sw.clientGone() {
+		return endClient
+	}
+	return endError
+}
+
+// writeErrSeen reports whether a write to the client failed.
+func (sw *streamWriter) writeErrSeen() bool {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.writeErr
 }
 
 // endedOnPurpose reports whether sse itself ended the stream.

@@ -69,8 +69,6 @@ func (sw *streamWriter) finish(why endReason) {
 		sw.closed = true
 		if sw.ended != "" {
 			why = sw.ended
-		} else if sw.writeErr && why != endError {
-			why = endClient
 		}
 		sw.mu.Unlock()
 		sw.done.Store(true)
