@@ -63,7 +63,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				sw.finish(why)
 				return
 			}
-			sw.finish(endError)
+			// it panics the same way when the client went away (a
+			// failed write, or a read from the upstream canceled with
+			// the client's request): that stream ended by the client
+			why := endError
+			if rec == http.ErrAbortHandler && (r.Context().Err() != nil || sw.clientWriteFailed()) {
+				why = endClient
+			}
+			sw.finish(why)
 			panic(rec)
 		}
 		sw.finish(why)
@@ -105,6 +112,13 @@ func (sw *streamWriter) endedOnPurpose() bool {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	return sw.ended != ""
+}
+
+// clientWriteFailed reports whether a write to the client failed.
+func (sw *streamWriter) clientWriteFailed() bool {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.writeErr
 }
 
 // isUpstreamFailure reports whether err is a 502, 503 or 504 handler error.
