@@ -120,14 +120,7 @@ func readStream(t testing.TB, client *http.Client, url string, limit time.Durati
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
+	req := newEventSourceRequest(t, ctx, url, hdr...)
 	start := time.Now()
 	res, err := client.Do(req)
 	if err != nil {
@@ -139,6 +132,25 @@ func readStream(t testing.TB, client *http.Client, url string, limit time.Durati
 	}
 	b, err := io.ReadAll(res.Body) // nil error means io.EOF: a clean end
 	return streamResult{body: string(b), err: err, elapsed: time.Since(start)}
+}
+
+// newEventSourceRequest makes a GET that accepts text/event-stream, with
+// headers given as name, value pairs; "Host" sets the request's Host.
+func newEventSourceRequest(t testing.TB, ctx context.Context, url string, hdr ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if strings.EqualFold(hdr[i], "Host") {
+			req.Host = hdr[i+1]
+			continue
+		}
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return req
 }
 
 var retryBlock = regexp.MustCompile(`^retry: (\d+)$`)
