@@ -63,6 +63,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				sw.finish(why)
 				return
 			}
+			// it panics the same way when the client went away (a
+			// failed write, or a read from the upstream canceled with
+			// the client's request): that stream ended by the client
 			sw.finish(sw.failureReason())
 			panic(rec)
 		}

@@ -1,0 +1,518 @@
+package caddysse
+
+// Tests of the caddy_sse_* Prometheus metrics, as scraped from Caddy's admin
+// endpoint. The metrics are package globals shared by every test in the
+// binary, so each check is on the change a step makes. Issue 5.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// sseMetrics is one scrape of the caddy_sse_ families.
+type sseMetrics map[string]*dto.MetricFamily
+
+// scrapeMetrics reads http://localhost:<admin>/metrics.
+func scrapeMetrics(t testing.TB, c *testCaddy) sseMetrics {
+	t.Helper()
+	res, err := http.Get(fmt.Sprintf("http://localhost:%d/metrics", c.Admin))
+	if err != nil {
+		t.Fatalf("scraping metrics: %v", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("scraping metrics: status %d: %s", res.StatusCode, b)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(res.Body)
+	if err != nil {
+		t.Fatalf("parsing metrics: %v", err)
+	}
+	m := make(sseMetrics)
+	for name, f := range fams {
+		if strings.HasPrefix(name, "caddy_sse_") {
+			m[name] = f
+		}
+	}
+	return m
+}
+
+// value returns the value of a counter or gauge, or the sample count of a
+// histogram, for the series with the given label (name, value) pairs.
+// A missing series fails the test.
+func (m sseMetrics) value(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	met := m.series(t, name, labels...)
+	switch {
+	case met.Counter != nil:
+		return met.Counter.GetValue()
+	case met.Gauge != nil:
+		return met.Gauge.GetValue()
+	case met.Histogram != nil:
+		return float64(met.Histogram.GetSampleCount())
+	}
+	t.Fatalf("%s has no value", name)
+	return 0
+}
+
+// sum returns a histogram's sample sum.
+func (m sseMetrics) sum(t testing.TB, name string) float64 {
+	t.Helper()
+	return m.series(t, name).GetHistogram().GetSampleSum()
+}
+
+func (m sseMetrics) series(t testing.TB, name string, labels ...string) *dto.Metric {
+	t.Helper()
+	f, ok := m[name]
+	if !ok {
+		t.Fatalf("metric %s not exported", name)
+	}
+	for _, met := range f.Metric {
+		if labelsMatch(met, labels) {
+			return met
+		}
+	}
+	t.Fatalf("metric %s has no series %v", name, labels)
+	return nil
+}
+
+func labelsMatch(met *dto.Metric, labels []string) bool {
+	if len(met.Label) != len(labels)/2 {
+		return false
+	}
+	for i := 0; i+1 < len(labels); i += 2 {
+		found := false
+		for _, l := range met.Label {
+			if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// labelSets returns every series' labels of every family, as sorted
+// "name{k=v,...}" strings.
+func (m sseMetrics) labelSets() []string {
+	var sets []string
+	for name, f := range m {
+		for _, met := range f.Metric {
+			var kv []string
+			for _, l := range met.Label {
+				kv = append(kv, l.GetName()+"="+l.GetValue())
+			}
+			sort.Strings(kv)
+			sets = append(sets, name+"{"+strings.Join(kv, ",")+"}")
+		}
+	}
+	sort.Strings(sets)
+	return sets
+}
+
+// delta is a change of one series between two scrapes.
+type delta struct {
+	name    string
+	labels  []string
+	want    float64
+	atLeast bool // want is a lower bound
+}
+
+func d(name string, want float64, labels ...string) delta {
+	return delta{name: name, labels: labels, want: want}
+}
+
+func dMin(name string, want float64, labels ...string) delta {
+	return delta{name: name, labels: labels, want: want, atLeast: true}
+}
+
+// checkDeltas compares the changes between before and after with want.
+func checkDeltas(t testing.TB, before, after sseMetrics, want ...delta) {
+	t.Helper()
+	for _, w := range want {
+		got := after.value(t, w.name, w.labels...) - before.value(t, w.name, w.labels...)
+		if (w.atLeast && got < w.want) || (!w.atLeast && got != w.want) {
+			op := "="
+			if w.atLeast {
+				op = ">="
+			}
+			t.Errorf("%s%v moved by %v, want %s %v", w.name, w.labels, got, op, w.want)
+		}
+	}
+}
+
+// waitMetric scrapes until cond holds, for at most 10s.
+func waitMetric(t testing.TB, c *testCaddy, what string, cond func(m sseMetrics) bool) sseMetrics {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := scrapeMetrics(t, c)
+		if cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics never showed %s within 10s", what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not a guess
+	}
+}
+
+const (
+	mOpen      = "caddy_sse_streams_open"
+	mTotal     = "caddy_sse_streams_total"
+	mRefused   = "caddy_sse_streams_refused_total"
+	mEnded     = "caddy_sse_streams_ended_total"
+	mBeats     = "caddy_sse_heartbeats_total"
+	mFirstByte = "caddy_sse_first_byte_seconds"
+	mDuration  = "caddy_sse_stream_duration_seconds"
+)
+
+// metricsUpstream behaves by path: /hold sends an event and holds the
+// stream; /end sends an event and ends it; /abort breaks the connection
+// after an event; /silent sends nothing after the header; /slow sends its
+// first event after firstByteDelay.
+const firstByteDelay = 600 * time.Millisecond
+
+func metricsUpstream(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if i := strings.Index(path[1:], "/"); i >= 0 {
+		path = path[i+1:] // /<route>/<behaviour>
+	}
+	streamHead(w)
+	switch path {
+	case "/silent":
+	case "/slow":
+		select {
+		case <-time.After(firstByteDelay):
+		case <-r.Context().Done():
+			return
+		}
+		send(w, "data: late\n\n")
+		return
+	default:
+		send(w, "id: 1\ndata: hello\n\n")
+	}
+	switch path {
+	case "/end":
+		return
+	case "/abort":
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // no last chunk: the response is cut short
+		}
+		return
+	}
+	<-r.Context().Done()
+}
+
+// Every caddy_sse_ metric moves as streams open, are refused, end for each
+// reason and get heartbeats; first_byte_seconds reflects an upstream that
+// is slow to start; the counters keep counting across a reload; and no
+// label ever takes a value from the request (the Host header): the label
+// sets stay exactly the fixed ones.
+func TestMetrics(t *testing.T) {
+	up := startUpstream(t, metricsUpstream)
+	dead := freeTCPAddr(t)
+	sites := fmt.Sprintf(`
+http://:{{.HTTP}} {
+	handle /limited/* {
+		sse {
+			limit 1
+		}
+		reverse_proxy {{.Upstream}}
+	}
+	handle /dead/* {
+		sse
+		reverse_proxy %s
+	}
+	handle /max/* {
+		sse {
+			max_duration 1s
+			retry 1s
+		}
+		reverse_proxy {{.Upstream}}
+	}
+	handle /idle/* {
+		sse {
+			heartbeat 100ms
+			idle_timeout 1s
+			retry 1s
+		}
+		reverse_proxy {{.Upstream}}
+	}
+	handle /drain/* {
+		sse {
+			drain_on_reload 500ms
+		}
+		reverse_proxy {{.Upstream}}
+	}
+	handle {
+		sse
+		reverse_proxy {{.Upstream}}
+	}
+}
+`, dead)
+	c := startCaddy(t, up, sites)
+	base := "http://127.0.0.1:" + fmt.Sprint(c.HTTP)
+	client := h1Client()
+
+	// open returns once the stream's first event arrived.
+	open := func(t *testing.T, path string, hdr ...string) func() {
+		t.Helper()
+		res := startStream(t, client, base+path, hdr...)
+		var got strings.Builder
+		ch := readChunks(res.Body)
+		deadline := time.After(10 * time.Second)
+		for !strings.Contains(got.String(), "data: hello\n\n") {
+			select {
+			case ck, ok := <-ch:
+				if !ok {
+					t.Fatalf("%s ended before its first event: %q", path, got.String())
+				}
+				got.Write(ck.data)
+			case <-deadline:
+				t.Fatalf("%s: no first event within 10s", path)
+			}
+		}
+		return func() { res.Body.Close() }
+	}
+	// readAll reads a whole stream and returns its body.
+	readAll := func(t *testing.T, path string, hdr ...string) string {
+		t.Helper()
+		res := readStream(t, client, base+path, 15*time.Second, hdr...)
+		if res.err != nil {
+			t.Fatalf("%s: body ended with %v", path, res.err)
+		}
+		return res.body
+	}
+
+	t.Run("open streams up and back, ended by client", func(t *testing.T) {
+		before := scrapeMetrics(t, c)
+		var closers []func()
+		for range 3 {
+			closers = append(closers, open(t, "/any/hold"))
+		}
+		during := scrapeMetrics(t, c)
+		checkDeltas(t, before, during, d(mOpen, 3), d(mTotal, 3))
+		for _, close := range closers {
+			close()
+		}
+		wantOpen := before.value(t, mOpen)
+		after := waitMetric(t, c, "the open streams closing", func(m sseMetrics) bool {
+			return m.value(t, mOpen) == wantOpen
+		})
+		checkDeltas(t, before, after, d(mOpen, 0), d(mTotal, 3),
+			d(mEnded, 3, "reason", "client"), d(mDuration, 3))
+	})
+
+	t.Run("refused by a limit", func(t *testing.T) {
+		before := scrapeMetrics(t, c)
+		closeFirst := open(t, "/limited/hold")
+		body := readAll(t, "/limited/hold")
+		if !retryOnly.MatchString(body) {
+			t.Errorf("refused stream body = %q, want a retry field alone", body)
+		}
+		closeFirst()
+		after := waitMetric(t, c, "the held stream closing", func(m sseMetrics) bool {
+			return m.value(t, mOpen) == before.value(t, mOpen)
+		})
+		checkDeltas(t, before, after, d(mRefused, 1, "reason", "limit"), d(mRefused, 0, "reason", "upstream"), d(mTotal, 1))
+	})
+
+	t.Run("refused because the upstream is down", func(t *testing.T) {
+		before := scrapeMetrics(t, c)
+		body := readAll(t, "/dead/x")
+		if !retryOnly.MatchString(body) {
+			t.Errorf("body = %q, want a retry field alone", body)
+		}
+		checkDeltas(t, before, scrapeMetrics(t, c),
+			d(mRefused, 1, "reason", "upstream"), d(mRefused, 0, "reason", "limit"), d(mTotal, 0))
+	})
+
+	for _, tc := range []struct {
+		name   string
+		path   string
+		reason string
+	}{
+		{"ended by the upstream", "/any/end", "upstream"},
+		{"ended by max_duration", "/max/hold", "max_duration"},
+		{"ended by idle_timeout", "/idle/silent", "idle_timeout"},
+		{"ended by an error", "/any/abort", "error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := scrapeMetrics(t, c)
+			res := readStream(t, client, base+tc.path, 15*time.Second)
+			after := waitMetric(t, c, "the stream's end", func(m sseMetrics) bool {
+				return m.value(t, mDuration) > before.value(t, mDuration)
+			})
+			want := []delta{d(mTotal, 1), d(mDuration, 1), d(mOpen, 0)}
+			for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error"} {
+				n := 0.0
+				if r == tc.reason {
+					n = 1
+				}
+				want = append(want, d(mEnded, n, "reason", r))
+			}
+			if tc.reason == "idle_timeout" {
+				beats := float64(strings.Count(res.body, ": heartbeat\n\n"))
+				if beats < 3 {
+					t.Errorf("client saw %v heartbeats, want at least 3", beats)
+				}
+				want = append(want, dMin(mBeats, beats))
+			}
+			checkDeltas(t, before, after, want...)
+		})
+	}
+
+	t.Run("first byte time", func(t *testing.T) {
+		before := scrapeMetrics(t, c)
+		readAll(t, "/any/slow")
+		after := waitMetric(t, c, "the stream's end", func(m sseMetrics) bool {
+			return m.value(t, mDuration) > before.value(t, mDuration)
+		})
+		checkDeltas(t, before, after, d(mFirstByte, 1))
+		if s := after.sum(t, mFirstByte) - before.sum(t, mFirstByte); s < firstByteDelay.Seconds() || s > 10 {
+			t.Errorf("first_byte_seconds sum moved by %v, want at least the upstream's delay %v", s, firstByteDelay)
+		}
+	})
+
+	t.Run("ended by drain, counters kept across reloads", func(t *testing.T) {
+		before := scrapeMetrics(t, c)
+		res := startStream(t, client, base+"/drain/hold")
+		ch := readChunks(res.Body)
+		var got bytes.Buffer
+		if !readUntil(t, ch, &got, "data: hello\n\n", 10*time.Second) {
+			t.Fatalf("no first event: %q", got.String())
+		}
+		c.load(t, sites+"\n# reloaded\n")
+		reloaded := scrapeMetrics(t, c)
+		for series, v := range before.counts() {
+			if reloaded.counts()[series] < v {
+				t.Errorf("%s went from %v to %v across a reload", series, v, reloaded.counts()[series])
+			}
+		}
+		deadline := time.After(10 * time.Second)
+	read:
+		for {
+			select {
+			case ck, ok := <-ch:
+				if !ok {
+					break read
+				}
+				got.Write(ck.data)
+			case <-deadline:
+				t.Fatalf("the stream did not end within 10s of the reload: %q", got.String())
+			}
+		}
+		if !strings.HasSuffix(got.String(), "\n\n") || !strings.Contains(got.String(), "retry: ") {
+			t.Errorf("drained stream body = %q, want a retry field at the end", got.String())
+		}
+		after := waitMetric(t, c, "the drained stream's end", func(m sseMetrics) bool {
+			return m.value(t, mDuration) > before.value(t, mDuration)
+		})
+		checkDeltas(t, before, after, d(mTotal, 1), d(mEnded, 1, "reason", "drain"))
+	})
+
+	t.Run("labels bounded", func(t *testing.T) {
+		before := scrapeMetrics(t, c)
+		for i := range 30 {
+			host := fmt.Sprintf("tenant-%d.example", i)
+			readAll(t, "/any/end", "Host", host)
+			closeFirst := open(t, "/limited/hold", "Host", host)
+			readAll(t, "/limited/hold", "Host", host)
+			closeFirst()
+		}
+		after := waitMetric(t, c, "every stream's end", func(m sseMetrics) bool {
+			return m.value(t, mOpen) == before.value(t, mOpen)
+		})
+		checkDeltas(t, before, after, d(mRefused, 30, "reason", "limit"), d(mEnded, 30, "reason", "upstream"))
+		got := after.labelSets()
+		want := []string{
+			mDuration + "{}",
+			mFirstByte + "{}",
+			mBeats + "{}",
+			mEnded + "{reason=client}",
+			mEnded + "{reason=drain}",
+			mEnded + "{reason=error}",
+			mEnded + "{reason=idle_timeout}",
+			mEnded + "{reason=max_duration}",
+			mEnded + "{reason=shutdown}",
+			mEnded + "{reason=upstream}",
+			mOpen + "{}",
+			mRefused + "{reason=limit}",
+			mRefused + "{reason=upstream}",
+			mTotal + "{}",
+		}
+		sort.Strings(want)
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("label sets:\n%s\nwant exactly:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+}
+
+// counts returns the value of every counter series and the sample count of
+// every histogram, by "name{labels}": the values that must never go down.
+func (m sseMetrics) counts() map[string]float64 {
+	counts := make(map[string]float64)
+	for name, f := range m {
+		for _, met := range f.Metric {
+			var kv []string
+			for _, l := range met.Label {
+				kv = append(kv, l.GetName()+"="+l.GetValue())
+			}
+			key := name + "{" + strings.Join(kv, ",") + "}"
+			switch {
+			case met.Counter != nil:
+				counts[key] = met.Counter.GetValue()
+			case met.Histogram != nil:
+				counts[key] = float64(met.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return counts
+}
+
+// startStream sends an EventSource-style GET; a "Host" pair in hdr sets the
+// request's Host. The response is closed when the test ends.
+func startStream(t testing.TB, client *http.Client, url string, hdr ...string) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req := newEventSourceRequest(t, ctx, url, hdr...)
+	res, err := client.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		res.Body.Close()
+	})
+	return res
+}
+
+// freeTCPAddr returns a loopback address nothing listens on.
+func freeTCPAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
