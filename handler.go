@@ -31,8 +31,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	eventSrc := isEventSourceRequest(r)
 	if eventSrc {
 		// the upstream must not compress the stream: it would get no
-		// heartbeats, and nothing could be added to it
-		r.Header.Del("Accept-Encoding")
+		// heartbeats, and nothing could be added to it. "identity", not
+		// a deletion: Go's HTTP transport (reverse_proxy's) asks the
+		// upstream for gzip itself when a request has no Accept-Encoding
+		r.Header.Set("Accept-Encoding", "identity")
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -175,7 +177,7 @@ func cutComma(v string) (string, string) {
 func (h *Handler) noteEncodedStream() {
 	h.loggedCoded.Do(func() {
 		h.logger.Info("upstream sent a compressed event stream; it gets no heartbeats, because nothing can be inserted between its events. " +
-			"Fix: make the upstream not compress text/event-stream (for fetch/POST clients, remove Accept-Encoding with request_header -Accept-Encoding), " +
+			"Fix: make the upstream not compress text/event-stream (for fetch/POST clients, send it Accept-Encoding identity with request_header Accept-Encoding identity), " +
 			"and let Caddy's encode skip it")
 	})
 }

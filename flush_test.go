@@ -1,0 +1,821 @@
+package caddysse
+
+// Unit tests of the response-writer wrapper (flush.go): which responses are
+// streams, how a stream's header is repaired, and that every stream write,
+// and nothing else, is flushed to the client (issue 2).
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// A Content-Type names an event stream when its media type, without
+// parameters and surrounding whitespace, is text/event-stream in any case
+// (RFC 9110, 8.3.1); a longer type or trailing garbage does not.
+func TestIsEventStream(t *testing.T) {
+	for _, tc := range []struct {
+		name, ct string
+		want     bool
+	}{
+		{"plain", "text/event-stream", true},
+		{"charset parameter", "text/event-stream; charset=utf-8", true},
+		{"parameter without space", "text/event-stream;charset=utf-8", true},
+		{"space before semicolon", "text/event-stream ; charset=utf-8", true},
+		{"title case", "Text/Event-Stream", true},
+		{"upper case with parameter", "TEXT/EVENT-STREAM;CHARSET=UTF-8", true},
+		{"surrounding spaces", "  text/event-stream  ", true},
+		{"surrounding tabs", "\ttext/event-stream\t", true},
+		{"longer subtype", "text/event-streamfoo", false},
+		{"trailing garbage", "text/event-stream nonsense", false},
+		{"suffix subtype", "text/event-stream-v2", false},
+		{"prefix only", "text/event", false},
+		{"other text type", "text/plain", false},
+		{"json", "application/json", false},
+		{"nested", "application/text/event-stream", false},
+		{"leading semicolon", ";text/event-stream", false},
+		{"empty", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := isEventStream(tc.ct); got != tc.want {
+				t.Errorf("isEventStream(%q) = %v, want %v", tc.ct, got, tc.want)
+			}
+		})
+	}
+}
+
+// mediaType keeps the type/subtype of a Content-Type as written (the caller
+// compares case-insensitively) and drops parameters and whitespace.
+func TestMediaType(t *testing.T) {
+	for _, tc := range []struct {
+		name, ct, want string
+	}{
+		{"bare", "text/event-stream", "text/event-stream"},
+		{"parameter", "application/x-ndjson; charset=utf-8", "application/x-ndjson"},
+		{"case kept", "Text/Event-Stream;charset=utf-8", "Text/Event-Stream"},
+		{"whitespace", " \ttext/plain \t; q=1", "text/plain"},
+		{"only parameters", "; charset=utf-8", ""},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mediaType(tc.ct); got != tc.want {
+				t.Errorf("mediaType(%q) = %q, want %q", tc.ct, got, tc.want)
+			}
+		})
+	}
+}
+
+// A response is a stream only when it is a 2xx with a body (not 204 or 205)
+// and its Content-Type is text/event-stream or one of the configured extra
+// types. 1xx, 3xx (304 included), errors and other types are untouched.
+func TestStreamKind(t *testing.T) {
+	typed := provisionFlushHandler(t, &Handler{Types: []string{"application/x-ndjson", "Application/X-Custom-Stream"}})
+	plain := provisionFlushHandler(t, &Handler{})
+	for _, tc := range []struct {
+		name   string
+		h      *Handler
+		status int
+		ct     []string // nil: no Content-Type at all
+		want   kind
+	}{
+		{"sse 200", plain, 200, []string{"text/event-stream"}, eventStream},
+		{"sse odd case and parameter", plain, 200, []string{"Text/Event-Stream; charset=UTF-8"}, eventStream},
+		{"sse with whitespace", plain, 200, []string{" text/event-stream "}, eventStream},
+		{"sse 201", plain, 201, []string{"text/event-stream"}, eventStream},
+		// a 2xx with a body; a range of a stream is still streamed
+		{"sse 206", plain, 206, []string{"text/event-stream"}, eventStream},
+		{"sse 204 has no body", plain, 204, []string{"text/event-stream"}, notStream},
+		{"sse 205 has no body", plain, 205, []string{"text/event-stream"}, notStream},
+		{"sse 304", plain, 304, []string{"text/event-stream"}, notStream},
+		{"sse 100", plain, 100, []string{"text/event-stream"}, notStream},
+		{"sse 101", plain, 101, []string{"text/event-stream"}, notStream},
+		{"sse 103", plain, 103, []string{"text/event-stream"}, notStream},
+		{"sse 302", plain, 302, []string{"text/event-stream"}, notStream},
+		{"sse 404", plain, 404, []string{"text/event-stream"}, notStream},
+		{"sse 502", plain, 502, []string{"text/event-stream"}, notStream},
+		{"longer subtype", plain, 200, []string{"text/event-streamfoo"}, notStream},
+		{"no content type", plain, 200, nil, notStream},
+		{"empty content type", plain, 200, []string{""}, notStream},
+		{"text/plain", plain, 200, []string{"text/plain"}, notStream},
+		{"ndjson without types", plain, 200, []string{"application/x-ndjson"}, notStream},
+		{"ndjson with types", typed, 200, []string{"application/x-ndjson"}, otherStream},
+		{"ndjson with types, odd case and parameter", typed, 200, []string{"APPLICATION/X-NDJSON; charset=utf-8"}, otherStream},
+		{"configured type written in upper case", typed, 200, []string{"application/x-custom-stream"}, otherStream},
+		{"ndjson longer subtype", typed, 200, []string{"application/x-ndjsonfoo"}, notStream},
+		{"ndjson 204", typed, 204, []string{"application/x-ndjson"}, notStream},
+		{"ndjson 304", typed, 304, []string{"application/x-ndjson"}, notStream},
+		{"sse still a stream with types", typed, 200, []string{"text/event-stream"}, eventStream},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := http.Header{}
+			if tc.ct != nil {
+				hdr["Content-Type"] = tc.ct
+			}
+			if got := tc.h.streamKind(tc.status, hdr); got != tc.want {
+				t.Errorf("streamKind(%d, %q) = %v, want %v", tc.status, tc.ct, got, tc.want)
+			}
+		})
+	}
+}
+
+// A HEAD of an event stream gets the header a GET would get (RFC 9110,
+// 9.3.2), repaired the same way, but it has no body: no heartbeat is ever
+// armed for it, while the same GET gets one.
+func TestHeadOfEventStream(t *testing.T) {
+	beat := caddy.Duration(time.Hour)
+	h := provisionFlushHandler(t, &Handler{Heartbeat: &beat})
+	for _, tc := range []struct {
+		method    string
+		wantBeats bool
+	}{
+		{http.MethodHead, false},
+		{http.MethodGet, true},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			var beats bool
+			rec := serveFlushHandler(t, h, httptest.NewRequest(tc.method, "http://example.com/events", nil),
+				func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/event-stream")
+					w.Header().Set("Content-Length", "0")
+					w.WriteHeader(http.StatusOK)
+					beats = w.(*streamWriter).beats
+				})
+			if beats != tc.wantBeats {
+				t.Errorf("%s: heartbeats on = %v, want %v", tc.method, beats, tc.wantBeats)
+			}
+			hdr := rec.firstHeader(t)
+			if got := hdr.Get("Cache-Control"); got != "no-cache, no-transform" {
+				t.Errorf("%s: Cache-Control = %q, want %q", tc.method, got, "no-cache, no-transform")
+			}
+			if _, ok := hdr["Content-Length"]; ok {
+				t.Errorf("%s: Content-Length = %q, want none", tc.method, hdr["Content-Length"])
+			}
+		})
+	}
+}
+
+// Cache-Control gains no-cache and no-transform, once each, in one field
+// value, and every directive already there is kept in order.
+func TestMergeCacheControl(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string // nil: no Cache-Control
+		want []string
+	}{
+		{"absent", nil, []string{"no-cache, no-transform"}},
+		{"empty value", []string{""}, []string{"no-cache, no-transform"}},
+		{"other directive", []string{"max-age=0"}, []string{"max-age=0, no-cache, no-transform"}},
+		{"spaces trimmed", []string{"  public  "}, []string{"public, no-cache, no-transform"}},
+		{"has no-cache", []string{"private, no-cache"}, []string{"private, no-cache, no-transform"}},
+		{"has no-transform", []string{"no-transform"}, []string{"no-transform, no-cache"}},
+		{"has both", []string{"no-cache, no-transform"}, []string{"no-cache, no-transform"}},
+		{"has both, odd case", []string{"No-Cache,NO-TRANSFORM"}, []string{"No-Cache,NO-TRANSFORM"}},
+		{"has both in two values", []string{"no-transform", "no-cache"}, []string{"no-transform", "no-cache"}},
+		{"multiple values joined", []string{"private", "max-age=0"}, []string{"private, max-age=0, no-cache, no-transform"}},
+		{"no-cache in second value", []string{"private", "no-cache"}, []string{"private, no-cache, no-transform"}},
+		{"qualified no-cache is not plain no-cache", []string{`no-cache="Set-Cookie"`}, []string{`no-cache="Set-Cookie", no-cache, no-transform`}},
+		{"no-store kept", []string{"no-store"}, []string{"no-store, no-cache, no-transform"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := http.Header{"X-Other": {"kept"}}
+			if tc.in != nil {
+				hdr["Cache-Control"] = append([]string(nil), tc.in...)
+			}
+			mergeCacheControl(hdr)
+			if got := hdr["Cache-Control"]; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("mergeCacheControl(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			for _, d := range []string{"no-cache", "no-transform"} {
+				if n := countToken(hdr["Cache-Control"], d); n != 1 {
+					t.Errorf("mergeCacheControl(%q): %s appears %d times, want once", tc.in, d, n)
+				}
+			}
+			if hdr.Get("X-Other") != "kept" {
+				t.Errorf("mergeCacheControl touched another field: %v", hdr)
+			}
+		})
+	}
+}
+
+// countToken counts the comma-separated elements of values equal to tok,
+// ignoring case.
+func countToken(values []string, tok string) int {
+	n := 0
+	for _, v := range values {
+		for _, e := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(e), tok) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// A stream's hop-by-hop fields are removed (RFC 9110, 7.6.1; RFC 9113,
+// 8.2.2; RFC 9114, 4.2): those named in Connection, then Connection,
+// Keep-Alive, Proxy-Connection, Upgrade, Transfer-Encoding, and TE unless
+// it is "trailers". Alt-Svc and Trailer stay even if Connection names them,
+// and end-to-end fields are untouched.
+func TestStripHopByHop(t *testing.T) {
+	endToEnd := http.Header{
+		"Content-Type":      {"text/event-stream"},
+		"Cache-Control":     {"no-cache"},
+		"Alt-Svc":           {`h3=":443"; ma=2592000`},
+		"Trailer":           {"X-Checksum"},
+		"X-Accel-Buffering": {"no"},
+		"Server":            {"Caddy"},
+	}
+	for _, tc := range []struct {
+		name   string
+		in     http.Header
+		gone   []string
+		stayed []string // besides the end-to-end fields
+	}{
+		{
+			name: "connection-named fields",
+			in:   http.Header{"Connection": {"X-Foo, x-bar"}, "X-Foo": {"1"}, "X-Bar": {"2"}, "X-Baz": {"3"}},
+			gone: []string{"Connection", "X-Foo", "X-Bar"}, stayed: []string{"X-Baz"},
+		},
+		{
+			name: "connection in several values",
+			in:   http.Header{"Connection": {"X-Foo", " X-Bar ,,"}, "X-Foo": {"1"}, "X-Bar": {"2"}},
+			gone: []string{"Connection", "X-Foo", "X-Bar"},
+		},
+		{
+			name: "connection close",
+			in:   http.Header{"Connection": {"close"}},
+			gone: []string{"Connection"},
+		},
+		{
+			name: "connection names keep-alive",
+			in:   http.Header{"Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}},
+			gone: []string{"Connection", "Keep-Alive"},
+		},
+		{name: "keep-alive", in: http.Header{"Keep-Alive": {"timeout=5, max=100"}}, gone: []string{"Keep-Alive"}},
+		{name: "proxy-connection", in: http.Header{"Proxy-Connection": {"keep-alive"}}, gone: []string{"Proxy-Connection"}},
+		{name: "upgrade", in: http.Header{"Upgrade": {"h2c"}}, gone: []string{"Upgrade"}},
+		{name: "transfer-encoding", in: http.Header{"Transfer-Encoding": {"chunked"}}, gone: []string{"Transfer-Encoding"}},
+		{name: "te trailers kept", in: http.Header{"Te": {"trailers"}}, stayed: []string{"Te"}},
+		{name: "te trailers odd case and spaces kept", in: http.Header{"Te": {" Trailers "}}, stayed: []string{"Te"}},
+		{name: "te gzip", in: http.Header{"Te": {"gzip"}}, gone: []string{"Te"}},
+		{name: "te trailers and more", in: http.Header{"Te": {"trailers, deflate"}}, gone: []string{"Te"}},
+		{
+			name: "alt-svc and trailer named in connection",
+			in:   http.Header{"Connection": {"Alt-Svc, Trailer, X-Foo"}, "X-Foo": {"1"}},
+			gone: []string{"Connection", "X-Foo"},
+		},
+		{
+			name: "everything at once",
+			in: http.Header{
+				"Connection": {"X-Hop"}, "X-Hop": {"1"}, "Keep-Alive": {"timeout=5"},
+				"Proxy-Connection": {"keep-alive"}, "Upgrade": {"websocket"},
+				"Transfer-Encoding": {"chunked"}, "Te": {"deflate"},
+			},
+			gone: []string{"Connection", "X-Hop", "Keep-Alive", "Proxy-Connection", "Upgrade", "Transfer-Encoding", "Te"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := endToEnd.Clone()
+			for k, v := range tc.in {
+				hdr[k] = v
+			}
+			stripHopByHop(hdr)
+			for _, name := range tc.gone {
+				if v, ok := hdr[name]; ok {
+					t.Errorf("stripHopByHop kept %s: %q", name, v)
+				}
+			}
+			for _, name := range tc.stayed {
+				if !reflect.DeepEqual(hdr[name], tc.in[name]) {
+					t.Errorf("stripHopByHop changed %s: %q, want %q", name, hdr[name], tc.in[name])
+				}
+			}
+			for name, v := range endToEnd {
+				if !reflect.DeepEqual(hdr[name], v) {
+					t.Errorf("stripHopByHop changed end-to-end field %s: %q, want %q", name, hdr[name], v)
+				}
+			}
+		})
+	}
+}
+
+// Inside Caddy the writer handed to sse is never an http.Flusher: Caddy's
+// own writers expose only FlushError and Unwrap. A stream's header and
+// every event must still reach the base writer at once, while the inner
+// handler is still running (model: net/http/httputil
+// TestReverseProxyResponseControllerFlushInterval).
+func TestFlushReachesBaseWriterThroughUnwrap(t *testing.T) {
+	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	rec := newOpRecorder()
+	w := unwrapOnlyWriter{unwrapOnlyWriter{rec}} // two layers, like idle-timeout + encode
+	if _, ok := http.ResponseWriter(w).(http.Flusher); ok {
+		t.Fatal("test writer must not be an http.Flusher")
+	}
+	events := []string{"data: one\n\n", "data: two\n\n", "id: 3\ndata: three\n\n"}
+	req := httptest.NewRequest(http.MethodGet, "http://example.com/events", nil)
+	err := h.ServeHTTP(w, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		if n := rec.flushes(); n != 1 {
+			t.Errorf("after WriteHeader: %d flushes reached the base writer, want 1", n)
+		}
+		for i, ev := range events {
+			if _, err := io.WriteString(w, ev); err != nil {
+				return err
+			}
+			if n := rec.flushes(); n != i+2 {
+				t.Errorf("after event %d: %d flushes reached the base writer, want %d", i+1, n, i+2)
+			}
+			if got, want := rec.flushedBody(), strings.Join(events[:i+1], ""); got != want {
+				t.Errorf("after event %d: base writer has flushed %q, want %q", i+1, got, want)
+			}
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	if !rec.Flushed {
+		t.Error("ResponseRecorder.Flushed = false, want true")
+	}
+}
+
+// Responses that are not streams pass through byte for byte, with the very
+// same header (hop-by-hop fields included: stripping them is for streams
+// only), the same writes and flushes, and no flush of sse's own.
+func TestNonStreamPassesUntouched(t *testing.T) {
+	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	big := strings.Repeat("0123456789abcdef", 8<<10) // 128 KiB, several io.Copy rounds
+	for _, tc := range []struct {
+		name    string
+		method  string
+		flushes bool // the inner handler flushes itself
+		serve   func(w http.ResponseWriter)
+	}{
+		{"text/plain with length and hop fields", http.MethodGet, false, func(w http.ResponseWriter) {
+			hdr := w.Header()
+			hdr.Set("Content-Type", "text/plain; charset=utf-8")
+			hdr.Set("Content-Length", "11")
+			hdr.Set("Cache-Control", "public, max-age=60")
+			hdr.Set("Connection", "X-Foo")
+			hdr.Set("X-Foo", "bar")
+			hdr.Set("Keep-Alive", "timeout=5")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, "hello ")
+			io.WriteString(w, "world")
+		}},
+		{"implicit 200", http.MethodGet, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, "<p>hi</p>")
+		}},
+		{"large body through ReadFrom", http.MethodGet, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			// hide strings.Reader's WriteTo, so io.Copy uses ReadFrom
+			io.Copy(w, struct{ io.Reader }{strings.NewReader(big)})
+		}},
+		{"event stream 404", http.MethodGet, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Content-Length", "9")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, "not found")
+		}},
+		{"event stream 204", http.MethodGet, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusNoContent)
+		}},
+		{"event stream 304", http.MethodGet, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Etag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		}},
+		{"longer subtype", http.MethodGet, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/event-streamfoo")
+			io.WriteString(w, "data: x\n\n")
+		}},
+		{"ndjson without types", http.MethodPost, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, "{\"a\":1}\n")
+			io.WriteString(w, "{\"a\":2}\n")
+		}},
+		{"head", http.MethodHead, false, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Content-Length", "100")
+			w.WriteHeader(http.StatusOK)
+		}},
+		{"inner handler's own flushes pass through", http.MethodGet, true, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "first")
+			http.NewResponseController(w).Flush()
+			io.WriteString(w, "second")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := newOpRecorder()
+			tc.serve(want)
+			got := serveFlushHandler(t, h, httptest.NewRequest(tc.method, "http://example.com/", nil),
+				func(w http.ResponseWriter, r *http.Request) { tc.serve(w) })
+
+			if got.Code != want.Code {
+				t.Errorf("status = %d, want %d", got.Code, want.Code)
+			}
+			if g, w := got.Result().Header, want.Result().Header; !reflect.DeepEqual(g, w) {
+				t.Errorf("header = %v, want %v", g, w)
+			}
+			if !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
+				t.Errorf("body differs: %d bytes, want %d", got.Body.Len(), want.Body.Len())
+			}
+			if got.Flushed != tc.flushes {
+				t.Errorf("Flushed = %v, want %v", got.Flushed, tc.flushes)
+			}
+			if g, w := got.opNames(), want.opNames(); !reflect.DeepEqual(g, w) {
+				t.Errorf("operations on the base writer = %v, want %v", g, w)
+			}
+		})
+	}
+}
+
+// A stream's header reaches the client before the first event, repaired
+// (Cache-Control merged, X-Accel-Buffering: no, no Content-Length, no
+// hop-by-hop fields), and every event is flushed as it is written.
+func TestStreamHeaderFlushedBeforeFirstEvent(t *testing.T) {
+	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat(), Types: []string{"application/x-ndjson"}})
+	for _, tc := range []struct {
+		name, ct string
+		body     []string
+	}{
+		{"event stream", "text/event-stream; charset=utf-8", []string{"data: 1\n\n", "data: 2\n\n"}},
+		{"extra type", "application/x-ndjson", []string{"{\"n\":1}\n", "{\"n\":2}\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var atHeader []string
+			rec := newOpRecorder()
+			serveFlushHandlerTo(t, h, rec, httptest.NewRequest(http.MethodPost, "http://example.com/", nil),
+				func(w http.ResponseWriter, r *http.Request) {
+					hdr := w.Header()
+					hdr.Set("Content-Type", tc.ct)
+					hdr.Set("Content-Length", "1000")
+					hdr.Set("Cache-Control", "private")
+					hdr.Set("Keep-Alive", "timeout=5")
+					hdr.Set("Connection", "X-Hop")
+					hdr.Set("X-Hop", "1")
+					w.WriteHeader(http.StatusOK)
+					atHeader = rec.opNames()
+					for _, b := range tc.body {
+						io.WriteString(w, b)
+					}
+				})
+			if want := []string{"header 200", "flush"}; !reflect.DeepEqual(atHeader, want) {
+				t.Errorf("on return from WriteHeader the base writer saw %v, want %v", atHeader, want)
+			}
+			want := []string{"header 200", "flush"}
+			for _, b := range tc.body {
+				want = append(want, "write "+b, "flush")
+			}
+			if got := rec.opNames(); !reflect.DeepEqual(got, want) {
+				t.Errorf("operations = %q, want %q", got, want)
+			}
+			hdr := rec.firstHeader(t)
+			wantHdr := http.Header{
+				"Content-Type":      {tc.ct},
+				"Cache-Control":     {"private, no-cache, no-transform"},
+				"X-Accel-Buffering": {"no"},
+			}
+			if !reflect.DeepEqual(hdr, wantHdr) {
+				t.Errorf("header sent = %v, want %v", hdr, wantHdr)
+			}
+		})
+	}
+}
+
+// 1xx responses (103 Early Hints, 101 Switching Protocols) pass through
+// untouched, hop-by-hop fields included, with no flush of sse's own; a
+// final event-stream response after a 103 is still treated as a stream.
+func TestInformationalPassesUntouched(t *testing.T) {
+	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	t.Run("103 then stream", func(t *testing.T) {
+		hints := http.Header{
+			"Link":       {"</app.js>; rel=preload"},
+			"Connection": {"X-Hint"},
+			"X-Hint":     {"1"},
+			"Keep-Alive": {"timeout=5"},
+		}
+		rec := serveFlushHandler(t, h, httptest.NewRequest(http.MethodGet, "http://example.com/", nil),
+			func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range hints {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(http.StatusEarlyHints)
+				for k := range hints {
+					w.Header().Del(k)
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Keep-Alive", "timeout=5")
+				w.WriteHeader(http.StatusOK)
+				io.WriteString(w, "data: x\n\n")
+			})
+		ops := rec.snapshot()
+		if len(ops) == 0 || ops[0].name() != "header 103" || !reflect.DeepEqual(ops[0].header, hints) {
+			t.Fatalf("first operation = %+v, want the 103 with header %v", ops, hints)
+		}
+		want := []string{"header 103", "header 200", "flush", "write data: x\n\n", "flush"}
+		if got := rec.opNames(); !reflect.DeepEqual(got, want) {
+			t.Errorf("operations = %q, want %q", got, want)
+		}
+		if final := ops[1].header; final.Get("Keep-Alive") != "" || final.Get("X-Accel-Buffering") != "no" {
+			t.Errorf("final header = %v, want it repaired", final)
+		}
+	})
+	t.Run("101", func(t *testing.T) {
+		upgrade := http.Header{
+			"Connection": {"Upgrade"},
+			"Upgrade":    {"websocket"},
+			"Keep-Alive": {"timeout=5"},
+		}
+		rec := serveFlushHandler(t, h, httptest.NewRequest(http.MethodGet, "http://example.com/", nil),
+			func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range upgrade {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(http.StatusSwitchingProtocols)
+			})
+		ops := rec.snapshot()
+		if len(ops) != 1 || ops[0].name() != "header 101" || !reflect.DeepEqual(ops[0].header, upgrade) {
+			t.Errorf("operations = %+v, want only the 101 with header %v", ops, upgrade)
+		}
+	})
+}
+
+// A flush before WriteHeader commits the header with status 200, as
+// net/http does. With an event-stream Content-Type that response is a
+// stream and is repaired; otherwise it passes untouched.
+func TestFlushBeforeWriteHeader(t *testing.T) {
+	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	for _, tc := range []struct {
+		name, ct string
+		want     http.Header
+	}{
+		{"event stream", "text/event-stream", http.Header{
+			"Content-Type":      {"text/event-stream"},
+			"Cache-Control":     {"no-cache, no-transform"},
+			"X-Accel-Buffering": {"no"},
+		}},
+		{"not a stream", "text/plain", http.Header{
+			"Content-Type":   {"text/plain"},
+			"Content-Length": {"5"},
+			"Keep-Alive":     {"timeout=5"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := serveFlushHandler(t, h, httptest.NewRequest(http.MethodGet, "http://example.com/", nil),
+				func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", tc.ct)
+					w.Header().Set("Content-Length", "5")
+					w.Header().Set("Keep-Alive", "timeout=5")
+					if err := http.NewResponseController(w).Flush(); err != nil {
+						t.Errorf("Flush: %v", err)
+					}
+				})
+			if got, want := rec.opNames(), []string{"header 200", "flush"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("operations = %q, want %q", got, want)
+			}
+			if got := rec.firstHeader(t); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("header = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// io.Copy into a stream (ReadFrom) goes through the stream's Write: every
+// chunk read is written and flushed before the next is read.
+func TestStreamReadFromFlushesEachChunk(t *testing.T) {
+	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	chunks := []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"}
+	var n int64
+	rec := serveFlushHandler(t, h, httptest.NewRequest(http.MethodGet, "http://example.com/", nil),
+		func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			rf, ok := w.(io.ReaderFrom)
+			if !ok {
+				t.Fatal("the writer handed to the inner handler is not an io.ReaderFrom")
+			}
+			var err error
+			n, err = rf.ReadFrom(&chunkReader{chunks: slices.Clone(chunks)})
+			if err != nil {
+				t.Errorf("ReadFrom: %v", err)
+			}
+		})
+	if want := int64(len(strings.Join(chunks, ""))); n != want {
+		t.Errorf("ReadFrom = %d bytes, want %d", n, want)
+	}
+	want := []string{"header 200", "flush"}
+	for _, c := range chunks {
+		want = append(want, "write "+c, "flush")
+	}
+	if got := rec.opNames(); !reflect.DeepEqual(got, want) {
+		t.Errorf("operations = %q, want %q", got, want)
+	}
+}
+
+// chunkReader returns one chunk per Read.
+type chunkReader struct {
+	chunks []string
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
+	if r.chunks[0] == "" {
+		r.chunks = r.chunks[1:]
+	}
+	return n, nil
+}
+
+// noHeartbeat is a Heartbeat of 0: off, so no timer writes during a test.
+func noHeartbeat() *caddy.Duration {
+	d := caddy.Duration(0)
+	return &d
+}
+
+// provisionFlushHandler provisions and validates h as Caddy would.
+func provisionFlushHandler(t *testing.T, h *Handler) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	t.Cleanup(func() { h.Cleanup() })
+	if err := h.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	return h
+}
+
+// serveFlushHandler runs req through h with inner as the next handler and
+// returns what reached the base writer.
+func serveFlushHandler(t *testing.T, h *Handler, req *http.Request, inner http.HandlerFunc) *opRecorder {
+	t.Helper()
+	rec := newOpRecorder()
+	serveFlushHandlerTo(t, h, rec, req, inner)
+	return rec
+}
+
+// serveFlushHandlerTo is serveFlushHandler with the base writer given.
+func serveFlushHandlerTo(t *testing.T, h *Handler, w http.ResponseWriter, req *http.Request, inner http.HandlerFunc) {
+	t.Helper()
+	err := h.ServeHTTP(w, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		inner(w, r)
+		return nil
+	}))
+	if err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+}
+
+// unwrapOnlyWriter exposes nothing of the writer it wraps but Unwrap, like
+// Caddy's own writers (no http.Flusher).
+type unwrapOnlyWriter struct{ http.ResponseWriter }
+
+func (w unwrapOnlyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// op is one call that reached the base writer.
+type op struct {
+	kind   string      // header, write, flush
+	status int         // for header
+	header http.Header // for header: the fields at that moment
+	data   string      // for write
+}
+
+func (o op) name() string {
+	switch o.kind {
+	case "header":
+		return "header " + strconv.Itoa(o.status)
+	case "write":
+		return "write " + o.data
+	}
+	return o.kind
+}
+
+// opRecorder is an httptest.ResponseRecorder that also logs, in order,
+// every header written (with its fields at that moment), write and flush.
+// 1xx headers are logged but not passed on, since the recorder keeps only
+// one status.
+type opRecorder struct {
+	*httptest.ResponseRecorder
+	mu  sync.Mutex
+	ops []op
+}
+
+func newOpRecorder() *opRecorder { return &opRecorder{ResponseRecorder: httptest.NewRecorder()} }
+
+func (r *opRecorder) log(o op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, o)
+}
+
+func (r *opRecorder) headerOnce() {
+	r.mu.Lock()
+	wrote := false
+	for _, o := range r.ops {
+		if o.kind == "header" && o.status >= 200 {
+			wrote = true
+		}
+	}
+	r.mu.Unlock()
+	if !wrote {
+		r.log(op{kind: "header", status: http.StatusOK, header: r.Header().Clone()})
+	}
+}
+
+func (r *opRecorder) WriteHeader(status int) {
+	if status < 200 {
+		r.log(op{kind: "header", status: status, header: r.Header().Clone()})
+		return
+	}
+	r.headerOnce()
+	r.mu.Lock()
+	r.ops[len(r.ops)-1].status = status
+	r.mu.Unlock()
+	r.ResponseRecorder.WriteHeader(status)
+}
+
+func (r *opRecorder) Write(p []byte) (int, error) {
+	r.headerOnce()
+	r.log(op{kind: "write", data: string(p)})
+	return r.ResponseRecorder.Write(p)
+}
+
+// WriteString hides the recorder's own, so every write is logged.
+func (r *opRecorder) WriteString(s string) (int, error) { return r.Write([]byte(s)) }
+
+func (r *opRecorder) Flush() {
+	r.headerOnce()
+	r.log(op{kind: "flush"})
+	r.ResponseRecorder.Flush()
+}
+
+func (r *opRecorder) snapshot() []op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]op(nil), r.ops...)
+}
+
+func (r *opRecorder) opNames() []string {
+	var names []string
+	for _, o := range r.snapshot() {
+		names = append(names, o.name())
+	}
+	return names
+}
+
+func (r *opRecorder) flushes() int {
+	n := 0
+	for _, o := range r.snapshot() {
+		if o.kind == "flush" {
+			n++
+		}
+	}
+	return n
+}
+
+// flushedBody is the body written before the last flush.
+func (r *opRecorder) flushedBody() string {
+	var b, flushed strings.Builder
+	for _, o := range r.snapshot() {
+		switch o.kind {
+		case "write":
+			b.WriteString(o.data)
+		case "flush":
+			flushed.Reset()
+			flushed.WriteString(b.String())
+		}
+	}
+	return flushed.String()
+}
+
+// firstHeader is the first final (non-1xx) header that reached the writer.
+func (r *opRecorder) firstHeader(t *testing.T) http.Header {
+	t.Helper()
+	for _, o := range r.snapshot() {
+		if o.kind == "header" && o.status >= 200 {
+			return o.header
+		}
+	}
+	t.Fatal("no header was written")
+	return nil
+}
