@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/prometheus/client_golang v1.24.1
+	github.com/tmaxmax/go-sse v0.12.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/net v0.60.0
 )

@@ -1,0 +1,418 @@
+package caddysse
+
+// Heartbeats never change the events a client parses: unit tables for the
+// boundary tracker, a property test over random streams, writes and beat
+// times, and a fuzz target for the same property (issue 3).
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// The tracker says a stream is between events exactly when the bytes sent
+// so far are empty or end with a blank line, for CR, LF and CRLF line ends
+// and a CRLF split across writes; for the line-oriented extra types, when
+// they end at a line end.
+func TestBoundaryTracker(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []string
+		state  lineState
+		cr     bool
+	}{
+		{"nothing yet", nil, atEventStart, false},
+		{"empty write", []string{""}, atEventStart, false},
+		{"mid line", []string{"data: a"}, inLine, false},
+		{"end of line", []string{"data: a\n"}, atLineStart, false},
+		{"end of event LF", []string{"data: a\n\n"}, atEventStart, false},
+		{"end of event CRLF", []string{"data: a\r\n\r\n"}, atEventStart, false},
+		{"end of event CR", []string{"data: a\r\r"}, atEventStart, true},
+		{"one CRLF is one line end", []string{"data: a\r\n"}, atLineStart, false},
+		{"LF CR is two line ends", []string{"data: a\n\r"}, atEventStart, true},
+		{"CR then LF in the next write", []string{"data: a\r", "\n"}, atLineStart, false},
+		{"CR then CRLF in the next write", []string{"data: a\r", "\r\n"}, atEventStart, false},
+		{"CRLF split, then blank line", []string{"data: a\r", "\n\r\n"}, atEventStart, false},
+		{"CR, LF, then data", []string{"data: a\r", "\ndata: b"}, inLine, false},
+		{"lone CR at end", []string{"data: a\r"}, atLineStart, true},
+		{"leading blank line", []string{"\n"}, atEventStart, false},
+		{"leading CR", []string{"\r"}, atEventStart, true},
+		{"line end after blank line", []string{"data: a\n\n", "\n"}, atEventStart, false},
+		{"event then line", []string{"data: a\n\nid: 1\n"}, atLineStart, false},
+		{"event split per byte", []string{"d", "a", ":", "\n", "\n"}, atEventStart, false},
+		{"four line ends in one write", []string{"data: a\r\n\r\n"}, atEventStart, false},
+		{"four line ends ending in CR", []string{"data: a\n\n\n\r"}, atEventStart, true},
+		{"five line ends", []string{"x\n\n\n\n\n"}, atEventStart, false},
+		{"LF completing an earlier CR, then three more", []string{"x\r", "\n\r\n\r"}, atEventStart, true},
+		{"comment line", []string{": hi\n"}, atLineStart, false},
+		{"line ends then text", []string{"\n\n\n\nx"}, inLine, false},
+		{"text between line ends", []string{"\n\nx\n"}, atLineStart, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b boundaryTracker
+			for _, w := range tc.writes {
+				b.update([]byte(w))
+			}
+			if b.state != tc.state || b.cr != tc.cr {
+				t.Fatalf("after %q: state=%d cr=%v, want state=%d cr=%v", tc.writes, b.state, b.cr, tc.state, tc.cr)
+			}
+			if got, want := b.atBoundary(true), tc.state == atEventStart; got != want {
+				t.Errorf("atBoundary(sse) after %q = %v, want %v", tc.writes, got, want)
+			}
+			if got, want := b.atBoundary(false), tc.state != inLine; got != want {
+				t.Errorf("atBoundary(lines) after %q = %v, want %v", tc.writes, got, want)
+			}
+		})
+	}
+}
+
+// The tracker looks only at the tail of each write; whatever the writes, it
+// ends in the same state as a byte-by-byte scan of everything sent.
+func TestBoundaryTrackerMatchesFullScan(t *testing.T) {
+	rng := newPropRand(3)
+	for i := range 20000 {
+		stream := randomStream(rng)
+		var fast boundaryTracker
+		var slow naiveTracker
+		for _, w := range randomSplit(rng, stream) {
+			fast.update(w)
+			slow.scan(w)
+			if fast.state != slow.state || fast.cr != slow.cr {
+				t.Fatalf("case %d: after %q (stream %q): tracker state=%d cr=%v, full scan state=%d cr=%v",
+					i, w, stream, fast.state, fast.cr, slow.state, slow.cr)
+			}
+		}
+	}
+}
+
+// naiveTracker is the line-end state machine of WHATWG HTML 9.2.6 run on
+// every byte.
+type naiveTracker struct {
+	state lineState
+	cr    bool
+}
+
+func (n *naiveTracker) scan(p []byte) {
+	for _, c := range p {
+		switch {
+		case c == '\n' && n.cr:
+			n.cr = false
+		case c == '\n' || c == '\r':
+			if n.state == inLine {
+				n.state = atLineStart
+			} else {
+				n.state = atEventStart
+			}
+			n.cr = c == '\r'
+		default:
+			n.state, n.cr = inLine, false
+		}
+	}
+}
+
+// Named streams around the cases that break naive injectors: a beat before
+// a first event that starts with a BOM, CR-only line ends, a CRLF split
+// across writes, a lone CR then LF in the next write, and an upstream that
+// stalls mid-event. A client parses the same events with the beats as
+// without, and each case beats where it may.
+func TestHeartbeatInjectionCases(t *testing.T) {
+	hs := heartbeatHandlers(t)
+	for _, tc := range []struct {
+		name string
+		// steps: a string is written by the upstream, beat is a beat
+		// attempt (the timer firing on an idle stream)
+		steps []any
+		beats int // beats that must go out with the block frame
+	}{
+		{"beat before anything", []any{beat, "data: a\n\n"}, 1},
+		{"BOM start after a beat", []any{beat, "\xEF\xBB\xBFdata: a\n\n"}, 1},
+		{"BOM split across writes after a beat", []any{beat, "\xEF", beat, "\xBB", beat, "\xBFdata: a\n\n", beat}, 4},
+		{"BOM start without beat", []any{"\xEF\xBB\xBFdata: a\n\n", beat, "data: b\n\n"}, 1},
+		{"BOM-like start that is not a BOM", []any{beat, "\xEF\xBB", beat, "a\n\ndata: b\n\n"}, 2},
+		{"BOM after the first event", []any{"data: a\n\n", beat, "\xEF\xBB\xBFdata: b\n\ndata: c\n\n"}, 1},
+		{"CR only", []any{"data: a\r", beat, "data: b\r", beat, "\r", beat, "data: c\r\r", beat}, 2},
+		{"CRLF split across writes", []any{"data: a\r\n\r", beat, "\ndata: b\r\n\r\n"}, 1},
+		{"lone CR then LF in the next write", []any{"data: a\r", beat, "\n", beat, "\r", beat, "\n", beat, "data: b\n\n"}, 2},
+		{"stall mid event", []any{"data: a\n", beat, beat, "data: b\n", beat, "\n", beat}, 1},
+		{"stall mid line", []any{"da", beat, "ta: a", beat, "\n\n", beat}, 1},
+		{"id and retry fields", []any{"id: 1\nretry: 500\n", beat, "data: a\n\n", beat, "retry: 9\n\n", beat, "data: b\n\n"}, 2},
+		{"incomplete final event", []any{"data: a\n\ndata: b\n", beat}, 0},
+		{"event type kept", []any{"event: x\n", beat, "data: a\n\n"}, 0},
+	} {
+		for _, frame := range []string{frameBlock, frameLine} {
+			t.Run(tc.name+"/"+frame, func(t *testing.T) {
+				var script []scriptStep
+				for _, s := range tc.steps {
+					if s == beat {
+						script = append(script, scriptStep{beat: true})
+					} else {
+						script = append(script, scriptStep{write: []byte(s.(string))})
+					}
+				}
+				res := runScript(t, hs[frame], script)
+				res.check(t)
+				if res.beats != tc.beats {
+					t.Errorf("%d heartbeats went out, want %d; client got %q", res.beats, tc.beats, res.client)
+				}
+			})
+		}
+	}
+}
+
+// beat marks a beat attempt in a named case's steps.
+var beat = struct{}{}
+
+// For arbitrary upstream bytes, arbitrary splits into writes and arbitrary
+// beat times, with either heartbeat frame, the events (data, type, id) and
+// retry fields a WHATWG client parses from what it received equal those
+// parsed from the upstream's bytes alone (issue 3).
+func TestHeartbeatInjectionProperty(t *testing.T) {
+	hs := heartbeatHandlers(t)
+	rng := newPropRand(1)
+	iterations := 3000
+	if testing.Short() {
+		iterations = 300
+	}
+	var beats, midStream, dropped int
+	for i := range iterations {
+		stream := randomStream(rng)
+		var script []scriptStep
+		for _, w := range randomSplit(rng, stream) {
+			if rng.IntN(3) == 0 {
+				script = append(script, scriptStep{beat: true})
+			}
+			script = append(script, scriptStep{write: w})
+		}
+		script = append(script, scriptStep{beat: true})
+		frame := frameBlock
+		if i%2 == 1 {
+			frame = frameLine
+		}
+		res := runScript(t, hs[frame], script)
+		if !res.check(t) {
+			t.Fatalf("case %d (%s frame): writes %q", i, frame, script)
+		}
+		beats += res.beats
+		midStream += res.midStream
+		if res.bomDropped {
+			dropped++
+		}
+	}
+	// the property holds vacuously if nothing is ever injected
+	if beats < iterations/2 || midStream < iterations/10 || dropped == 0 {
+		t.Errorf("too few injections to test anything: %d beats, %d after upstream bytes, %d BOMs dropped in %d streams",
+			beats, midStream, dropped, iterations)
+	}
+}
+
+// FuzzHeartbeatInjection is the property of TestHeartbeatInjectionProperty
+// under the fuzzer: upstream is the upstream's bytes; each byte of cuts is
+// one write of the next (c&0x7f)%17 bytes, preceded by a beat attempt when
+// c&0x80 is set; the rest is one last write, then a last beat attempt.
+// line picks the "line" frame.
+func FuzzHeartbeatInjection(f *testing.F) {
+	hs := heartbeatHandlers(f)
+	f.Fuzz(func(t *testing.T, upstream, cuts []byte, line bool) {
+		var script []scriptStep
+		rest := upstream
+		for _, c := range cuts {
+			if c&0x80 != 0 {
+				script = append(script, scriptStep{beat: true})
+			}
+			n := min(int(c&0x7f)%17, len(rest))
+			if n > 0 {
+				script = append(script, scriptStep{write: rest[:n]})
+				rest = rest[n:]
+			}
+		}
+		if len(rest) > 0 {
+			script = append(script, scriptStep{write: rest})
+		}
+		script = append(script, scriptStep{beat: true})
+		frame := frameBlock
+		if line {
+			frame = frameLine
+		}
+		runScript(t, hs[frame], script).check(t)
+	})
+}
+
+// scriptStep is an upstream write, or a beat attempt.
+type scriptStep struct {
+	write []byte
+	beat  bool
+}
+
+func (s scriptStep) String() string {
+	if s.beat {
+		return "<beat>"
+	}
+	return fmt.Sprintf("%q", s.write)
+}
+
+// scriptResult is what a script produced.
+type scriptResult struct {
+	upstream, client []byte
+	frame            []byte
+	beats            int  // heartbeats written
+	midStream        int  // of which after the upstream's first byte
+	bomDropped       bool // the upstream's leading BOM was dropped
+}
+
+// check asserts the property: the client's events and retries are the
+// upstream's, and the client got exactly the upstream's bytes plus the
+// beats (less a dropped BOM). It reports whether it held.
+func (r scriptResult) check(t testing.TB) bool {
+	t.Helper()
+	ok := true
+	want, got := parseEventStream(r.upstream), parseEventStream(r.client)
+	if !slices.Equal(got.Events, want.Events) {
+		t.Errorf("client events differ from the upstream's\nupstream %q\nclient   %q\nwant %v\ngot  %v",
+			r.upstream, r.client, want.Events, got.Events)
+		ok = false
+	}
+	if !slices.Equal(got.Retries, want.Retries) {
+		t.Errorf("client retries %q, want %q\nupstream %q\nclient   %q", got.Retries, want.Retries, r.upstream, r.client)
+		ok = false
+	}
+	wantLen := len(r.upstream) + r.beats*len(r.frame)
+	if r.bomDropped {
+		wantLen -= len(utf8BOM)
+	}
+	if len(r.client) != wantLen {
+		t.Errorf("client got %d bytes, want %d (upstream %d + %d beats of %d, BOM dropped: %v)\nupstream %q\nclient   %q",
+			len(r.client), wantLen, len(r.upstream), r.beats, len(r.frame), r.bomDropped, r.upstream, r.client)
+		ok = false
+	}
+	return ok
+}
+
+// heartbeatHandlers provisions one handler per heartbeat frame, with an
+// interval long enough that only the test fires the timer.
+func heartbeatHandlers(t testing.TB) map[string]*Handler {
+	t.Helper()
+	hs := make(map[string]*Handler)
+	for _, frame := range []string{frameBlock, frameLine} {
+		d := caddy.Duration(time.Hour)
+		hs[frame] = provisionHandler(t, &Handler{Heartbeat: &d, HeartbeatFrame: frame})
+	}
+	return hs
+}
+
+// provisionHandler provisions and validates h outside a Caddy config.
+func provisionHandler(t testing.TB, h *Handler) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	h.logger = zap.NewNop() // outside a config, Caddy hands out a debug logger
+	t.Cleanup(func() { _ = h.Cleanup() })
+	return h
+}
+
+// runScript serves one event stream through h's real ServeHTTP and
+// streamWriter: the inner handler writes the script's writes, and between
+// them fires the stream's timer as if the heartbeat interval had passed
+// with nothing sent.
+func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
+	t.Helper()
+	res := scriptResult{frame: h.frame}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/events", nil)
+	var sw *streamWriter
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		var ok bool
+		if sw, ok = w.(*streamWriter); !ok {
+			return fmt.Errorf("inner handler got a %T, want *streamWriter", w)
+		}
+		if !sw.beats {
+			return fmt.Errorf("heartbeats are off for this stream")
+		}
+		for _, s := range script {
+			if s.beat {
+				before := sw.heartbeats
+				fireIdleTimer(sw)
+				if sw.heartbeats > before && len(res.upstream) > 0 {
+					res.midStream++
+				}
+				continue
+			}
+			n, err := w.Write(s.write)
+			if err != nil || n != len(s.write) {
+				return fmt.Errorf("Write(%q) = %d, %v", s.write, n, err)
+			}
+			res.upstream = append(res.upstream, s.write...)
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(rec, req, next); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	res.client = rec.Body.Bytes()
+	res.beats = int(sw.heartbeats)
+	res.bomDropped = sw.ownFirst && bytes.HasPrefix(res.upstream, utf8BOM)
+	return res
+}
+
+// fireIdleTimer runs the stream's timer callback as it runs when the
+// heartbeat interval has passed with nothing sent.
+func fireIdleTimer(sw *streamWriter) {
+	sw.lastIO.Store(monotime() - int64(sw.interval) - 1)
+	sw.tick()
+}
+
+// newPropRand returns a deterministic random source for property tests.
+func newPropRand(seed uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// streamTokens are the pieces random event streams are built from: field
+// names, separators, every line end, BOM bytes, NUL, non-ASCII text and
+// comments.
+var streamTokens = []string{
+	"data", "data:", "data: ", "event: ", "id: ", "id:", "retry: ", "retry:", ":", " ", ": c",
+	"x", "yz", "message", "1", "42", "\x00", "é", "\xff", "\xEF\xBB\xBF", "\xEF", "\xBB\xBF",
+	"\n", "\n", "\n", "\r", "\r", "\r\n", "\r\n", "\n\n", "\r\r", "\r\n\r\n",
+	"data: x\n\n", "id: 7\ndata: y\n\n", "event: e\ndata: z\r\n\r\n",
+}
+
+// randomStream returns a random, mostly SSE-shaped byte stream; one in four
+// starts with a BOM.
+func randomStream(rng *rand.Rand) []byte {
+	var b []byte
+	if rng.IntN(4) == 0 {
+		b = append(b, utf8BOM...)
+	}
+	for range rng.IntN(40) {
+		b = append(b, streamTokens[rng.IntN(len(streamTokens))]...)
+	}
+	return b
+}
+
+// randomSplit cuts b into writes of random sizes, none empty.
+func randomSplit(rng *rand.Rand, b []byte) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		n := 1 + rng.IntN(min(len(b), 12))
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return out
+}
