@@ -1,0 +1,26 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+// Package e2e holds end-to-end tests of the sse module against programs
+// nobody here wrote: a Caddy binary built with the module, Debian's headless
+// Chromium (EventSource), nginx in front of Caddy, curl over HTTP/2, a
+// quic-go HTTP/3 client and a third-party Go SSE client library.
+//
+// The tools come from Debian packages; install-deps.sh installs them. When
+// the environment variable CI is "true", a missing tool fails the tests;
+// elsewhere those tests are skipped.
+//
+//	e2e/install-deps.sh
+//	cd e2e && CI=true go test -count=1 -v .
+package e2e
