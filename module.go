@@ -213,8 +213,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Validate ensures h's configuration is valid. Every message names the
 // field as it is written in JSON.
 func (h *Handler) Validate() error {
-	if h.Heartbeat != nil && *h.Heartbeat < 0 {
-		return fmt.Errorf("heartbeat: must not be negative, got %s", time.Duration(*h.Heartbeat))
+	if h.Heartbeat != nil {
+		if err := checkDuration(*h.Heartbeat); err != nil {
+			return fmt.Errorf("heartbeat: %w", err)
+		}
 	}
 	if err := checkHeartbeatText(h.HeartbeatText); err != nil {
 		return fmt.Errorf("heartbeat_text: %w", err)
@@ -246,8 +248,8 @@ func (h *Handler) Validate() error {
 		{"idle_timeout", h.IdleTimeout},
 		{"drain_on_reload", h.DrainOnReload},
 	} {
-		if d.val < 0 {
-			return fmt.Errorf("%s: must not be negative, got %s", d.field, time.Duration(d.val))
+		if err := checkDuration(d.val); err != nil {
+			return fmt.Errorf("%s: %w", d.field, err)
 		}
 	}
 	if h.RefuseStatus != 0 && (h.RefuseStatus < 400 || h.RefuseStatus > 599) {
@@ -266,6 +268,20 @@ func (h *Handler) Cleanup() error {
 	if h.zoneKey != "" {
 		_, err := zones.Delete(h.zoneKey)
 		return err
+	}
+	return nil
+}
+
+// checkDuration rejects negative durations, and durations longer than the
+// Caddyfile accepts, so a JSON config means what the same Caddyfile would:
+// larger values are mistakes, and near the maximum a stream's deadline
+// (now + duration) overflows and comes out in the past.
+func checkDuration(d caddy.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("must not be negative, got %s", time.Duration(d))
+	}
+	if time.Duration(d) > maxConfigDuration {
+		return fmt.Errorf("%s is longer than the %s allowed", time.Duration(d), maxConfigDuration)
 	}
 	return nil
 }
