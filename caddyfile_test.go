@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -286,7 +287,7 @@ func TestAdaptGolden(t *testing.T) {
 
 			// the order, checked on its own so that -update cannot hide it
 			handlers := handlerNames(t, out)
-			enc, sse, last := indexOf(handlers, "encode"), indexOf(handlers, "sse"), len(handlers)-1
+			enc, sse, last := slices.Index(handlers, "encode"), slices.Index(handlers, "sse"), len(handlers)-1
 			if enc < 0 || sse < 0 {
 				t.Fatalf("handlers %v: want encode and sse", handlers)
 			}
@@ -365,13 +366,4 @@ func sseHandlers(t *testing.T, cfg []byte) []json.RawMessage {
 	}
 	walk(v)
 	return found
-}
-
-func indexOf(list []string, s string) int {
-	for i, v := range list {
-		if v == s {
-			return i
-		}
-	}
-	return -1
 }
