@@ -197,7 +197,7 @@ func TestMergeCacheControl(t *testing.T) {
 				t.Errorf("mergeCacheControl(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 			for _, d := range []string{"no-cache", "no-transform"} {
-				if n := countToken(hdr["Cache-Control"], d); n != 1 {
+				if n := countDirective(hdr["Cache-Control"], d); n != 1 {
 					t.Errorf("mergeCacheControl(%q): %s appears %d times, want once", tc.in, d, n)
 				}
 			}
@@ -208,9 +208,9 @@ func TestMergeCacheControl(t *testing.T) {
 	}
 }
 
-// countToken counts the comma-separated elements of values equal to tok,
+// countDirective counts the comma-separated elements of values equal to tok,
 // ignoring case.
-func countToken(values []string, tok string) int {
+func countDirective(values []string, tok string) int {
 	n := 0
 	for _, v := range values {
 		for _, e := range strings.Split(v, ",") {
@@ -316,7 +316,7 @@ func TestStripHopByHop(t *testing.T) {
 // handler is still running (model: net/http/httputil
 // TestReverseProxyResponseControllerFlushInterval).
 func TestFlushReachesBaseWriterThroughUnwrap(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	rec := newOpRecorder()
 	w := unwrapOnlyWriter{unwrapOnlyWriter{rec}} // two layers, like idle-timeout + encode
 	if _, ok := http.ResponseWriter(w).(http.Flusher); ok {
@@ -355,7 +355,7 @@ func TestFlushReachesBaseWriterThroughUnwrap(t *testing.T) {
 // same header (hop-by-hop fields included: stripping them is for streams
 // only), the same writes and flushes, and no flush of sse's own.
 func TestNonStreamPassesUntouched(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	big := strings.Repeat("0123456789abcdef", 8<<10) // 128 KiB, several io.Copy rounds
 	for _, tc := range []struct {
 		name    string
@@ -449,7 +449,7 @@ func TestNonStreamPassesUntouched(t *testing.T) {
 // (Cache-Control merged, X-Accel-Buffering: no, no Content-Length, no
 // hop-by-hop fields), and every event is flushed as it is written.
 func TestStreamHeaderFlushedBeforeFirstEvent(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat(), Types: []string{"application/x-ndjson"}})
+	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff(), Types: []string{"application/x-ndjson"}})
 	for _, tc := range []struct {
 		name, ct string
 		body     []string
@@ -502,7 +502,7 @@ func TestStreamHeaderFlushedBeforeFirstEvent(t *testing.T) {
 // untouched, hop-by-hop fields included, with no flush of sse's own; a
 // final event-stream response after a 103 is still treated as a stream.
 func TestInformationalPassesUntouched(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	t.Run("103 then stream", func(t *testing.T) {
 		hints := http.Header{
 			"Link":       {"</app.js>; rel=preload"},
@@ -560,7 +560,7 @@ func TestInformationalPassesUntouched(t *testing.T) {
 // net/http does. With an event-stream Content-Type that response is a
 // stream and is repaired; otherwise it passes untouched.
 func TestFlushBeforeWriteHeader(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	for _, tc := range []struct {
 		name, ct string
 		want     http.Header
@@ -599,7 +599,7 @@ func TestFlushBeforeWriteHeader(t *testing.T) {
 // io.Copy into a stream (ReadFrom) goes through the stream's Write: every
 // chunk read is written and flushed before the next is read.
 func TestStreamReadFromFlushesEachChunk(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: noHeartbeat()})
+	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	chunks := []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"}
 	var n int64
 	rec := serveFlushHandler(t, h, httptest.NewRequest(http.MethodGet, "http://example.com/", nil),
@@ -610,7 +610,7 @@ func TestStreamReadFromFlushesEachChunk(t *testing.T) {
 				t.Fatal("the writer handed to the inner handler is not an io.ReaderFrom")
 			}
 			var err error
-			n, err = rf.ReadFrom(&chunkReader{chunks: slices.Clone(chunks)})
+			n, err = rf.ReadFrom(&oneChunkPerRead{chunks: slices.Clone(chunks)})
 			if err != nil {
 				t.Errorf("ReadFrom: %v", err)
 			}
@@ -627,12 +627,12 @@ func TestStreamReadFromFlushesEachChunk(t *testing.T) {
 	}
 }
 
-// chunkReader returns one chunk per Read.
-type chunkReader struct {
+// oneChunkPerRead returns one chunk per Read.
+type oneChunkPerRead struct {
 	chunks []string
 }
 
-func (r *chunkReader) Read(p []byte) (int, error) {
+func (r *oneChunkPerRead) Read(p []byte) (int, error) {
 	if len(r.chunks) == 0 {
 		return 0, io.EOF
 	}
@@ -644,8 +644,8 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// noHeartbeat is a Heartbeat of 0: off, so no timer writes during a test.
-func noHeartbeat() *caddy.Duration {
+// heartbeatsOff is a Heartbeat of 0: off, so no timer writes during a test.
+func heartbeatsOff() *caddy.Duration {
 	d := caddy.Duration(0)
 	return &d
 }
@@ -692,15 +692,15 @@ type unwrapOnlyWriter struct{ http.ResponseWriter }
 
 func (w unwrapOnlyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// op is one call that reached the base writer.
-type op struct {
+// recordedOp is one call that reached the base writer.
+type recordedOp struct {
 	kind   string      // header, write, flush
 	status int         // for header
 	header http.Header // for header: the fields at that moment
 	data   string      // for write
 }
 
-func (o op) name() string {
+func (o recordedOp) name() string {
 	switch o.kind {
 	case "header":
 		return "header " + strconv.Itoa(o.status)
@@ -717,12 +717,12 @@ func (o op) name() string {
 type opRecorder struct {
 	*httptest.ResponseRecorder
 	mu  sync.Mutex
-	ops []op
+	ops []recordedOp
 }
 
 func newOpRecorder() *opRecorder { return &opRecorder{ResponseRecorder: httptest.NewRecorder()} }
 
-func (r *opRecorder) log(o op) {
+func (r *opRecorder) log(o recordedOp) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ops = append(r.ops, o)
@@ -738,13 +738,13 @@ func (r *opRecorder) headerOnce() {
 	}
 	r.mu.Unlock()
 	if !wrote {
-		r.log(op{kind: "header", status: http.StatusOK, header: r.Header().Clone()})
+		r.log(recordedOp{kind: "header", status: http.StatusOK, header: r.Header().Clone()})
 	}
 }
 
 func (r *opRecorder) WriteHeader(status int) {
 	if status < 200 {
-		r.log(op{kind: "header", status: status, header: r.Header().Clone()})
+		r.log(recordedOp{kind: "header", status: status, header: r.Header().Clone()})
 		return
 	}
 	r.headerOnce()
@@ -756,7 +756,7 @@ func (r *opRecorder) WriteHeader(status int) {
 
 func (r *opRecorder) Write(p []byte) (int, error) {
 	r.headerOnce()
-	r.log(op{kind: "write", data: string(p)})
+	r.log(recordedOp{kind: "write", data: string(p)})
 	return r.ResponseRecorder.Write(p)
 }
 
@@ -765,14 +765,14 @@ func (r *opRecorder) WriteString(s string) (int, error) { return r.Write([]byte(
 
 func (r *opRecorder) Flush() {
 	r.headerOnce()
-	r.log(op{kind: "flush"})
+	r.log(recordedOp{kind: "flush"})
 	r.ResponseRecorder.Flush()
 }
 
-func (r *opRecorder) snapshot() []op {
+func (r *opRecorder) snapshot() []recordedOp {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]op(nil), r.ops...)
+	return append([]recordedOp(nil), r.ops...)
 }
 
 func (r *opRecorder) opNames() []string {

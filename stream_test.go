@@ -79,10 +79,12 @@ func (u *flushUpstream) wait(r *http.Request) bool {
 var (
 	bigEvent  = "data: " + strings.Repeat("compress me, compress me. ", 160) + "\n\n"
 	plainBody = strings.Repeat("plain text compresses well. ", 300)
-	ndLines   = []string{
-		`{"n":1,"text":"` + strings.Repeat("a", 300) + `"}` + "\n",
-		`{"n":2,"text":"` + strings.Repeat("b", 300) + `"}` + "\n",
-		`{"n":3,"text":"` + strings.Repeat("c", 300) + `"}` + "\n",
+	// each line is longer than encode's minimum_length (512), so encode
+	// decides to compress on the first write when it may
+	ndLines = []string{
+		`{"n":1,"text":"` + strings.Repeat("a", 1000) + `"}` + "\n",
+		`{"n":2,"text":"` + strings.Repeat("b", 1000) + `"}` + "\n",
+		`{"n":3,"text":"` + strings.Repeat("c", 1000) + `"}` + "\n",
 	}
 )
 
@@ -350,7 +352,7 @@ func TestStreamsNeverCompressed(t *testing.T) {
 		if ce := res.Header.Get("Content-Encoding"); ce != "gzip" {
 			t.Fatalf("Content-Encoding = %q, want gzip", ce)
 		}
-		if got := gunzipBody(t, res.Body); got != plainBody {
+		if got := gunzipString(t, res.Body); got != plainBody {
 			t.Errorf("decoded body = %d bytes, want %d", len(got), len(plainBody))
 		}
 	})
@@ -360,14 +362,14 @@ func TestStreamsNeverCompressed(t *testing.T) {
 		if ce := res.Header.Get("Content-Encoding"); ce != "gzip" {
 			t.Fatalf("Content-Encoding = %q, want gzip: the test above would prove nothing", ce)
 		}
-		if got := gunzipBody(t, res.Body); got != bigEvent {
+		if got := gunzipString(t, res.Body); got != bigEvent {
 			t.Errorf("decoded body = %d bytes, want %d", len(got), len(bigEvent))
 		}
 	})
 }
 
-// gunzipBody decodes a gzip body.
-func gunzipBody(t *testing.T, body io.Reader) string {
+// gunzipString decodes a gzip body.
+func gunzipString(t *testing.T, body io.Reader) string {
 	t.Helper()
 	zr, err := gzip.NewReader(body)
 	if err != nil {
@@ -380,8 +382,8 @@ func gunzipBody(t *testing.T, body io.Reader) string {
 	return string(b)
 }
 
-// hopFields are the hop-by-hop fields the tests put on streams.
-var hopFields = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Upgrade", "Te", "X-Hop"}
+// strippedHopFields are the hop-by-hop fields the tests put on streams.
+var strippedHopFields = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Upgrade", "Te", "X-Hop"}
 
 // A stream reaches the client without hop-by-hop fields over HTTP/1.1,
 // HTTP/2 and HTTP/3, whether the upstream set them, header_down re-added
@@ -411,7 +413,7 @@ func TestHopByHopFieldsStripped(t *testing.T) {
 				}
 				defer res.Body.Close()
 				p.checkProto(t, res)
-				for _, name := range hopFields {
+				for _, name := range strippedHopFields {
 					if v, ok := res.Header[name]; ok {
 						t.Errorf("%s: %q reached the client", name, v)
 					}
@@ -431,10 +433,9 @@ func TestHopByHopFieldsStripped(t *testing.T) {
 			})
 		}
 	}
-	curl := findCurl(t)
 	for _, src := range sources {
 		t.Run("curl-h2/"+src.name, func(t *testing.T) {
-			out, stderr, err := runCurl(t, curl, c, src.path)
+			out, stderr, err := curlHTTP2(t, curlPath(t), c, src.path)
 			if err != nil {
 				t.Fatalf("curl --http2: %v: %s", err, stderr)
 			}
@@ -462,7 +463,7 @@ func TestHopByHopFieldsStripped(t *testing.T) {
 		}
 	})
 	t.Run("control without sse/curl h2 fails", func(t *testing.T) {
-		_, stderr, err := runCurl(t, curl, c, "/respond")
+		_, stderr, err := curlHTTP2(t, curlPath(t), c, "/respond")
 		if err == nil {
 			t.Fatal("curl --http2 without sse succeeded, want PROTOCOL_ERROR")
 		}
@@ -472,9 +473,9 @@ func TestHopByHopFieldsStripped(t *testing.T) {
 	})
 }
 
-// findCurl returns curl's path. Without curl the test fails in CI
+// curlPath returns curl's path. Without curl the test fails in CI
 // (CI=true) and is skipped elsewhere.
-func findCurl(t *testing.T) string {
+func curlPath(t *testing.T) string {
 	t.Helper()
 	for _, p := range []string{"/usr/bin/curl", "curl"} {
 		if path, err := exec.LookPath(p); err == nil {
@@ -488,8 +489,8 @@ func findCurl(t *testing.T) string {
 	return ""
 }
 
-// runCurl fetches path from the HTTPS site with curl over HTTP/2.
-func runCurl(t *testing.T, curl string, c *testCaddy, path string) (stdout, stderr string, err error) {
+// curlHTTP2 fetches path from the HTTPS site with curl over HTTP/2.
+func curlHTTP2(t *testing.T, curl string, c *testCaddy, path string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -593,7 +594,7 @@ http://127.0.0.1:{{.HTTP}} {
 		if ce := res.Header.Get("Content-Encoding"); ce != "gzip" {
 			t.Fatalf("Content-Encoding = %q, want gzip", ce)
 		}
-		if got, want := gunzipBody(t, res.Body), strings.Join(ndLines, ""); got != want {
+		if got, want := gunzipString(t, res.Body), strings.Join(ndLines, ""); got != want {
 			t.Errorf("decoded body = %q, want %q", got, want)
 		}
 	})
