@@ -87,8 +87,11 @@ type eventScanner struct {
 	cr     bool            // the last byte was CR
 	fields bool            // the current block has a data field
 	events int64           // blocks with data that were dispatched
-	lastID string          // the last id field seen
-	hasID  bool
+	// the last id field seen, copied into a fixed array: converting it to
+	// a string here would allocate on every event with an id
+	lastID    [maxIDLine]byte
+	lastIDLen int
+	hasID     bool
 }
 
 // scan reads p.
@@ -135,7 +138,7 @@ func (s *eventScanner) endLine() {
 		s.fields = true
 	case "id":
 		if s.n <= len(s.line) {
-			s.lastID, s.hasID = string(value), true
+			s.lastIDLen, s.hasID = copy(s.lastID[:], value), true
 		}
 	}
 }

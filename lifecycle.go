@@ -97,7 +97,7 @@ func (sw *streamWriter) finish(why endReason) {
 			if s := sw.scanner; s != nil {
 				fields = append(fields, zap.Int64("events", s.events))
 				if s.hasID {
-					fields = append(fields, zap.String("last_event_id", s.lastID))
+					fields = append(fields, zap.ByteString("last_event_id", s.lastID[:s.lastIDLen]))
 				}
 			}
 			c.Write(fields...)
