@@ -69,14 +69,14 @@ func (u *eventUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if send(w, part) != nil {
 				return
 			}
-			pause.Reset(u.every / 8)
+			pause.Reset(u.every / 4)
 			select {
 			case <-r.Context().Done():
 				return
 			case <-pause.C:
 			}
 		}
-		pause.Reset(u.every / 2)
+		pause.Reset(u.every / 4)
 		select {
 		case <-r.Context().Done():
 			return

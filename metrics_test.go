@@ -151,25 +151,54 @@ func checkDeltas(t testing.TB, before, after sseMetrics, want ...delta) {
 			if w.atLeast {
 				op = ">="
 			}
-			t.Errorf("%s%v moved by %v, want %s %v", w.name, w.labels, got, op, w.want)
+			t.Errorf("%s%v moved by %v, want %s %v (ended by reason: %v)", w.name, w.labels, got, op, w.want, endedDeltas(t, before, after))
 		}
 	}
 }
 
-// waitMetric scrapes until cond holds, for at most 10s.
-func waitMetric(t testing.TB, c *testCaddy, what string, cond func(m sseMetrics) bool) sseMetrics {
+// endedDeltas returns how streams_ended_total moved, by reason.
+func endedDeltas(t testing.TB, before, after sseMetrics) map[string]float64 {
+	t.Helper()
+	m := make(map[string]float64)
+	for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error"} {
+		if v := after.value(t, mEnded, "reason", r) - before.value(t, mEnded, "reason", r); v != 0 {
+			m[r] = v
+		}
+	}
+	return m
+}
+
+// waitStreamsEnded scrapes until n more streams than in before have ended
+// and been recorded in full: the open gauge back where it was, n more
+// endings (of any reason) and n more durations. A stream's end touches
+// several collectors one after the other, and a scrape gathers them in no
+// particular order, so all three must show it. At most 10s.
+func waitStreamsEnded(t testing.TB, c *testCaddy, before sseMetrics, n float64) sseMetrics {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		m := scrapeMetrics(t, c)
-		if cond(m) {
+		if m.value(t, mOpen) == before.value(t, mOpen) &&
+			m.endedTotal(t)-before.endedTotal(t) >= n &&
+			m.value(t, mDuration)-before.value(t, mDuration) >= n {
 			return m
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metrics never showed %s within 10s", what)
+			t.Fatalf("metrics never showed %v more ended streams within 10s", n)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, not a guess
 	}
+}
+
+// endedTotal sums streams_ended_total over every reason.
+func (m sseMetrics) endedTotal(t testing.TB) float64 {
+	t.Helper()
+	var sum float64
+	m.series(t, mEnded, "reason", "client") // fails the test if the family is missing
+	for _, met := range m[mEnded].GetMetric() {
+		sum += met.GetCounter().GetValue()
+	}
+	return sum
 }
 
 const (
@@ -312,10 +341,7 @@ http://:{{.HTTP}} {
 		for _, close := range closers {
 			close()
 		}
-		wantOpen := before.value(t, mOpen)
-		after := waitMetric(t, c, "the open streams closing", func(m sseMetrics) bool {
-			return m.value(t, mOpen) == wantOpen
-		})
+		after := waitStreamsEnded(t, c, before, 3)
 		checkDeltas(t, before, after, d(mOpen, 0), d(mTotal, 3),
 			d(mEnded, 3, "reason", "client"), d(mDuration, 3))
 	})
@@ -328,9 +354,7 @@ http://:{{.HTTP}} {
 			t.Errorf("refused stream body = %q, want a retry field alone", body)
 		}
 		closeFirst()
-		after := waitMetric(t, c, "the held stream closing", func(m sseMetrics) bool {
-			return m.value(t, mOpen) == before.value(t, mOpen)
-		})
+		after := waitStreamsEnded(t, c, before, 1)
 		checkDeltas(t, before, after, d(mRefused, 1, "reason", "limit"), d(mRefused, 0, "reason", "upstream"), d(mTotal, 1))
 	})
 
@@ -357,9 +381,7 @@ http://:{{.HTTP}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := scrapeMetrics(t, c)
 			res := readStream(t, client, base+tc.path, 15*time.Second)
-			after := waitMetric(t, c, "the stream's end", func(m sseMetrics) bool {
-				return m.value(t, mDuration) > before.value(t, mDuration)
-			})
+			after := waitStreamsEnded(t, c, before, 1)
 			want := []delta{d(mTotal, 1), d(mDuration, 1), d(mOpen, 0)}
 			for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error"} {
 				n := 0.0
@@ -382,9 +404,7 @@ http://:{{.HTTP}} {
 	t.Run("first byte time", func(t *testing.T) {
 		before := scrapeMetrics(t, c)
 		readAll(t, "/any/slow")
-		after := waitMetric(t, c, "the stream's end", func(m sseMetrics) bool {
-			return m.value(t, mDuration) > before.value(t, mDuration)
-		})
+		after := waitStreamsEnded(t, c, before, 1)
 		checkDeltas(t, before, after, d(mFirstByte, 1))
 		if s := after.sum(t, mFirstByte) - before.sum(t, mFirstByte); s < firstByteDelay.Seconds() || s > 10 {
 			t.Errorf("first_byte_seconds sum moved by %v, want at least the upstream's delay %v", s, firstByteDelay)
@@ -422,9 +442,7 @@ http://:{{.HTTP}} {
 		if !strings.HasSuffix(got.String(), "\n\n") || !strings.Contains(got.String(), "retry: ") {
 			t.Errorf("drained stream body = %q, want a retry field at the end", got.String())
 		}
-		after := waitMetric(t, c, "the drained stream's end", func(m sseMetrics) bool {
-			return m.value(t, mDuration) > before.value(t, mDuration)
-		})
+		after := waitStreamsEnded(t, c, before, 1)
 		checkDeltas(t, before, after, d(mTotal, 1), d(mEnded, 1, "reason", "drain"))
 	})
 
@@ -437,10 +455,9 @@ http://:{{.HTTP}} {
 			readAll(t, "/limited/hold", "Host", host)
 			closeFirst()
 		}
-		after := waitMetric(t, c, "every stream's end", func(m sseMetrics) bool {
-			return m.value(t, mOpen) == before.value(t, mOpen)
-		})
-		checkDeltas(t, before, after, d(mRefused, 30, "reason", "limit"), d(mEnded, 30, "reason", "upstream"))
+		after := waitStreamsEnded(t, c, before, 60)
+		checkDeltas(t, before, after, d(mRefused, 30, "reason", "limit"),
+			d(mEnded, 30, "reason", "upstream"), d(mEnded, 30, "reason", "client"))
 		got := after.labelSets()
 		want := []string{
 			mDuration + "{}",
