@@ -589,12 +589,3 @@ func (r *sseReader) commentsBetween(from, to time.Time) int {
 	}
 	return n
 }
-
-// eventsOf returns the events alone, without timestamps.
-func eventsOf(rs []received) []event {
-	out := make([]event, len(rs))
-	for i, r := range rs {
-		out[i] = r.event
-	}
-	return out
-}

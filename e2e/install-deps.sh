@@ -1,14 +1,20 @@
 #!/bin/sh
-# Installs the third-party programs the end-to-end tests drive: Debian's
-# Chromium (headless EventSource client), nginx (proxy in front of Caddy) and
-# curl. Idempotent: does nothing when all three are already present. Runs as
-# root (CI) or through sudo when available.
+# Installs the third-party programs the end-to-end tests in e2e/ drive, from
+# Debian's packages: chromium (headless EventSource client), nginx (a proxy
+# in front of Caddy) and curl (HTTP/2 client).
+#
+# Idempotent: installs only what is missing, and does nothing when all three
+# are present. Runs as root (CI), or through sudo when there is one.
+#
+# The tests start their own nginx on a free loopback port; the Debian
+# package's nginx service is kept from starting during the install (it would
+# listen on port 80 on every interface).
 set -eu
 
 missing=""
-command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
-command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v curl >/dev/null 2>&1 || [ -x /usr/bin/curl ] || missing="$missing curl"
 
 if [ -z "$missing" ]; then
 	echo "e2e deps present: chromium nginx curl"
@@ -20,8 +26,23 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 
+# keep package scripts from starting services, unless a policy is in place
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+	$SUDO chmod 755 "$policy"
+	own_policy=1
+fi
+cleanup() {
+	if [ -n "$own_policy" ]; then
+		$SUDO rm -f "$policy"
+	fi
+}
+trap cleanup EXIT
+
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# shellcheck disable=SC2086
-$SUDO apt-get install -y --no-install-recommends $missing ca-certificates fonts-liberation
+# shellcheck disable=SC2086 # $missing is a list of package names
+$SUDO apt-get install -y --no-install-recommends $missing
 echo "e2e deps installed:$missing"
