@@ -294,7 +294,7 @@ func TestBrowserEventSource(t *testing.T) {
 					return
 				}
 				writes.note(id, at)
-				if !quiet(r, 300*time.Millisecond) {
+				if !quiet(r, eventGap) {
 					return
 				}
 			}
@@ -527,7 +527,7 @@ http://127.0.0.1:{{.HTTP}} {
 				if r.URL.Path == "/events" {
 					writes.note(id, at)
 				}
-				if !quiet(r, 300*time.Millisecond) {
+				if !quiet(r, eventGap) {
 					return
 				}
 			}

@@ -280,6 +280,11 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
+// eventGap is how long the upstreams wait between events in tests that
+// check each event arrives before the next is written: long enough for a
+// loaded machine to deliver one, short enough to keep the tests quick.
+const eventGap = 500 * time.Millisecond
+
 // startUpstream serves handler on a free loopback port until the test ends.
 func startUpstream(t testing.TB, handler http.HandlerFunc) string {
 	t.Helper()

@@ -171,7 +171,7 @@ func TestNginxInFront(t *testing.T) {
 		log := logFor(r.URL.Query().Get("case"))
 		streamHead(w)
 		for i := 1; i <= 5; i++ {
-			gap := 300 * time.Millisecond
+			gap := eventGap
 			if i == 4 {
 				gap = quietFor
 			}
