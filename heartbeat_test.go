@@ -268,7 +268,7 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 			{"client sends no Accept-Encoding", "", ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				path := "/gzip/" + tc.wantEncoding
+				path := "/gzip/" + strings.ReplaceAll(tc.name, " ", "-")
 				sent := make(chan []byte, 1)
 				mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 					var raw bytes.Buffer
