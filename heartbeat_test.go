@@ -104,7 +104,7 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 				// timers never fire early: beats are at least the
 				// jittered interval apart, less delivery jitter
 				for i := 1; i < len(beatTimes); i++ {
-					if gap := beatTimes[i].Sub(beatTimes[i-1]); gap < e2eInterval*8/10-150*time.Millisecond {
+					if gap := beatTimes[i].Sub(beatTimes[i-1]); gap < e2eInterval*8/10-250*time.Millisecond {
 						t.Errorf("beats %d and %d only %v apart, want about %v", i-1, i, gap, e2eInterval)
 					}
 				}
@@ -268,22 +268,28 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 			{"client sends no Accept-Encoding", "", ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				path := "/gzip/" + tc.wantEncoding
+				path := "/gzip/" + strings.ReplaceAll(tc.name, " ", "-")
 				sent := make(chan []byte, 1)
 				mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 					var raw bytes.Buffer
+					var gz *gzip.Writer
 					w.Header().Set("Content-Encoding", "gzip")
 					streamHead(w)
-					gz := gzip.NewWriter(io.MultiWriter(w, &raw))
-					io.WriteString(gz, "data: one\n\n")
-					gz.Flush()
-					http.NewResponseController(w).Flush()
-					select {
-					case <-time.After(3 * e2eInterval): // idle long enough for beats
-					case <-r.Context().Done():
-						return
+					// idle before the first byte, where any other stream
+					// gets beats, and again between the events
+					for _, ev := range []string{"data: one\n\n", "data: two\n\n"} {
+						select {
+						case <-time.After(2 * e2eInterval):
+						case <-r.Context().Done():
+							return
+						}
+						if gz == nil {
+							gz = gzip.NewWriter(io.MultiWriter(w, &raw))
+						}
+						io.WriteString(gz, ev)
+						gz.Flush()
+						http.NewResponseController(w).Flush()
 					}
-					io.WriteString(gz, "data: two\n\n")
 					gz.Close()
 					sent <- raw.Bytes()
 				})
@@ -364,7 +370,8 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 	})
 
 	// Beats are for 200 event streams: a 201 event stream and an extra
-	// type (application/x-ndjson) that stay quiet for 3 intervals reach
+	// type (application/x-ndjson) that stay quiet for 2 intervals, before
+	// their first line and between their lines, reach
 	// the client exactly as the upstream sent them. (HEAD is covered by
 	// TestHeartbeatOnlyOn200EventStreams: a HEAD response has no body to
 	// look at.)
@@ -383,13 +390,16 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 				mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("Content-Type", tc.ctype)
 					w.WriteHeader(tc.status)
-					send(w, tc.first)
-					select {
-					case <-time.After(3 * e2eInterval): // the silence being tested
-					case <-r.Context().Done():
-						return
+					http.NewResponseController(w).Flush()
+					// silent before the first line and between the lines
+					for _, line := range []string{tc.first, tc.last} {
+						select {
+						case <-time.After(2 * e2eInterval):
+						case <-r.Context().Done():
+							return
+						}
+						send(w, line)
 					}
-					send(w, tc.last)
 				})
 				res := get(t, h1Client(), c.BaseURL()+path)
 				if res.StatusCode != tc.status {
