@@ -321,7 +321,7 @@ http://127.0.0.1:{{.HTTP}} {
 		c.load(t, sites(false, 2))
 		// each stream must go on through a time longer than a drain
 		// window, receiving events from the old config's handler
-		want := "data: event 30\n\n" // about 3s after the reload
+		want := "data: event 30\n\n" // about 3s after the stream began
 		deadline := time.After(20 * time.Second)
 		for i, s := range streams {
 			for !strings.Contains(bodyNow(s), want) {
