@@ -330,6 +330,16 @@ http://:{{.HTTP}} {
 		return res.body
 	}
 
+	// streams of earlier tests in this binary may still be finishing: start
+	// from a quiet state, so that every change below is this test's own
+	deadline := time.Now().Add(10 * time.Second)
+	for scrapeMetrics(t, c).value(t, mOpen) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("streams of earlier tests still open after 10s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not a guess
+	}
+
 	t.Run("open streams up and back, ended by client", func(t *testing.T) {
 		before := scrapeMetrics(t, c)
 		var closers []func()

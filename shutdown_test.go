@@ -7,6 +7,7 @@ package caddysse
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -44,6 +45,7 @@ type caddyProcess struct {
 	exited chan struct{} // closed when the process has exited
 	output *bytes.Buffer // stdout and stderr, for failure messages
 	HTTP   int
+	Log    string // Caddy's log, JSON at DEBUG level
 }
 
 // startCaddyProcess runs bin with a Caddyfile made of default global
@@ -53,15 +55,23 @@ type caddyProcess struct {
 func startCaddyProcess(t *testing.T, bin, site string) *caddyProcess {
 	t.Helper()
 	dir := t.TempDir()
-	p := &caddyProcess{exited: make(chan struct{}), output: new(bytes.Buffer), HTTP: freePort(t)}
+	p := &caddyProcess{
+		exited: make(chan struct{}), output: new(bytes.Buffer),
+		HTTP: freePort(t), Log: filepath.Join(dir, "caddy.log"),
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin localhost:%d
 	http_port %d
 	https_port %d
 	auto_https off
 	storage file_system %s
+	log {
+		output file %s
+		format json
+		level DEBUG
+	}
 }
-`, freePort(t), p.HTTP, freePort(t), filepath.Join(dir, "storage")) + fmt.Sprintf(site, p.HTTP)
+`, freePort(t), p.HTTP, freePort(t), filepath.Join(dir, "storage"), p.Log) + fmt.Sprintf(site, p.HTTP)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -285,6 +295,18 @@ func TestShutdownEndsStreams(t *testing.T) {
 			if bad > 0 {
 				t.Errorf("%d of %d streams did not end with a retry field and a clean EOF", bad, len(streams))
 			}
+			// and Caddy logged each end, with the reason
+			reasons := make(map[string]int)
+			for _, e := range readLog(t, p.Log) {
+				if e.Logger == "http.handlers.sse" && e.Msg == "stream ended" {
+					var f struct{ Reason string }
+					json.Unmarshal([]byte(e.raw), &f)
+					reasons[f.Reason]++
+				}
+			}
+			if reasons["shutdown"] != len(streams) || len(reasons) != 1 {
+				t.Errorf("\"stream ended\" log lines by reason: %v, want %d for shutdown", reasons, len(streams))
+			}
 		})
 	}
 }
@@ -321,7 +343,7 @@ http://127.0.0.1:{{.HTTP}} {
 		c.load(t, sites(false, 2))
 		// each stream must go on through a time longer than a drain
 		// window, receiving events from the old config's handler
-		want := "data: event 30\n\n" // about 3s after the reload
+		want := "data: event 30\n\n" // about 3s after the stream began
 		deadline := time.After(20 * time.Second)
 		for i, s := range streams {
 			for !strings.Contains(bodyNow(s), want) {
