@@ -300,6 +300,15 @@ func limCounts(z *zone) map[string]int {
 	return maps.Clone(z.counts)
 }
 
+// limTotal returns the number of streams z counts, over all keys.
+func limTotal(z *zone) int {
+	n := 0
+	for _, c := range limCounts(z) {
+		n += c
+	}
+	return n
+}
+
 // limZone returns the counters of the zone with this name, as Caddy holds
 // it in the shared pool (default names are "<server>#<n>"), or nil.
 func limZone(name string) *zone {
@@ -428,6 +437,38 @@ func limStreamNext(w http.ResponseWriter, _ *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_, err := io.WriteString(w, "data: x\n\n")
 	return err
+}
+
+// limSilentAddr returns a loopback address that accepts connections and
+// never answers, until the test ends.
+func limSilentAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
 }
 
 // limClosedAddr returns a loopback address nothing listens on.
@@ -796,7 +837,7 @@ func TestLimitSlotReleasedByHandler(t *testing.T) {
 							return err
 						}
 					}
-					held = len(limCounts(h.zone))
+					held = limTotal(h.zone)
 					if tc.clientGone {
 						clientGone()
 						<-r.Context().Done()
@@ -814,7 +855,7 @@ func TestLimitSlotReleasedByHandler(t *testing.T) {
 				t.Errorf("ServeHTTP returned %v, want the inner handler's %v", err, tc.err)
 			}
 			if held != 1 {
-				t.Fatalf("counters held %d keys while the stream was open, want 1", held)
+				t.Fatalf("counters held %d streams while the stream was open, want 1", held)
 			}
 			if counts := limCounts(h.zone); len(counts) != 0 {
 				t.Errorf("counters after the stream = %v, want none", counts)
@@ -980,7 +1021,7 @@ func TestLimitForgetsKeys(t *testing.T) {
 			t.Fatalf("stream %d: err %v, body %q: not admitted", i, err, rec.Body.String())
 		}
 		if i%10_000 == 0 {
-			if len(held) != 1 || !strings.HasSuffix(onlyKey(held), host) {
+			if len(held) != 1 || !strings.HasSuffix(onlyKey(held), host) || held[onlyKey(held)] != 1 {
 				t.Fatalf("stream %d: counters while open = %v, want one for %s", i, held, host)
 			}
 		}
@@ -1071,12 +1112,14 @@ func TestLimitLongHostHashed(t *testing.T) {
 	}
 }
 
-// When the upstream is down, reverse_proxy fails with 502 before anything
-// is written. An EventSource-style client gets the 200 + retry answer
-// instead, so the browser reconnects when the upstream is back; other
-// clients get the 502; with upstream_errors pass, EventSource clients get
-// it too. Either way the stream's slot is given back. Issue 4.
+// When the upstream is down, reverse_proxy fails before anything is
+// written: 502 when it cannot connect, 504 when no answer comes in time. An
+// EventSource-style client gets the 200 + retry answer instead, so the
+// browser reconnects when the upstream is back; other clients get the
+// status; with upstream_errors pass, EventSource clients get it too. Either
+// way the stream's slot is given back. Issue 4.
 func TestLimitUpstreamDown(t *testing.T) {
+	silent := limSilentAddr(t)
 	c := startCaddy(t, limClosedAddr(t), `
 http://127.0.0.1:{{.HTTP}} {
 	handle /retry/* {
@@ -1092,6 +1135,16 @@ http://127.0.0.1:{{.HTTP}} {
 		}
 		reverse_proxy {{.Upstream}}
 	}
+	handle /timeout/* {
+		sse {
+			retry 1s
+		}
+		reverse_proxy `+silent+` {
+			transport http {
+				response_header_timeout 200ms
+			}
+		}
+	}
 }
 `)
 	client := limClient()
@@ -1105,6 +1158,8 @@ http://127.0.0.1:{{.HTTP}} {
 		{"fetch GET", limReq{path: "/retry/"}, http.StatusBadGateway},
 		{"fetch POST", limReq{method: http.MethodPost, path: "/retry/", eventSource: true}, http.StatusBadGateway},
 		{"EventSource, upstream_errors pass", limReq{path: "/pass/", eventSource: true}, http.StatusBadGateway},
+		{"EventSource, upstream timeout", limReq{path: "/timeout/", eventSource: true}, 0},
+		{"fetch, upstream timeout", limReq{path: "/timeout/"}, http.StatusGatewayTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, _ := limOpen(t, client, c.BaseURL(), tc.rq)
@@ -1221,5 +1276,50 @@ func TestLimitRetryHintJitter(t *testing.T) {
 	}
 	if len(seen) < 100 {
 		t.Errorf("1000 retry hints took %d values, want them spread over the jitter range", len(seen))
+	}
+}
+
+// Browsers reach Caddy over HTTP/2 and HTTP/3 as often as HTTP/1.1: the
+// refusal forms are the same on every protocol. Issue 4.
+func TestLimitRefusalOverEveryProtocol(t *testing.T) {
+	u := startLimUpstream(t)
+	c := startCaddy(t, u.addr, `
+https://localhost:{{.HTTPS}} {
+	tls internal
+	sse {
+		limit 1 per {header.X-Proto}
+	}
+	reverse_proxy {{.Upstream}}
+}
+`)
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		proto  int
+	}{
+		{"h2", h2Client(), 2},
+		{"h3", h3Client(t), 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := []string{"X-Proto", tc.name}
+			res, _ := limOpen(t, tc.client, c.TLSURL(), limReq{path: "/?id=" + tc.name, eventSource: true, header: hdr})
+			if res.ProtoMajor != tc.proto {
+				t.Fatalf("proto = %s, want major %d", res.Proto, tc.proto)
+			}
+			limCheckStream(t, res)
+
+			hits := u.hits.Load()
+			res, _ = limOpen(t, tc.client, c.TLSURL(), limReq{path: "/?id=es", eventSource: true, header: hdr})
+			limCheckRetryAnswer(t, res, defaultRetry)
+			if u.hits.Load() != hits {
+				t.Error("the refused EventSource reached the upstream")
+			}
+
+			res, _ = limOpen(t, tc.client, c.TLSURL(), limReq{method: http.MethodPost, path: "/?id=post", header: hdr})
+			if body := limReadAll(t, res.Body); res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+				t.Errorf("fetch: status %d, Retry-After %q, body %q; want 503 with Retry-After",
+					res.StatusCode, res.Header.Get("Retry-After"), body)
+			}
+		})
 	}
 }
