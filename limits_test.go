@@ -1,8 +1,11 @@
 package caddysse
 
-// Helpers for the stream-limit tests (issue 4): a scripted upstream that
-// counts requests and open streams, clients that speak like a browser
-// EventSource or like a fetch client, and access to the limit counters.
+// Tests of the concurrent-stream limits (issue 4), through a real Caddy with
+// a real reverse_proxy where the contract is about the wire, and against a
+// directly provisioned Handler where it is about the counters. The helpers
+// at the end: a scripted upstream that counts requests and open streams,
+// clients that speak like a browser EventSource or like a fetch client, and
+// access to the limit counters.
 
 import (
 	"bytes"
@@ -32,456 +35,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// limWait is how long the limit tests wait for anything: generous, for a
-// loaded machine.
-const limWait = 15 * time.Second
-
-// limGauge counts what is open now and the most that was ever open at once.
-type limGauge struct {
-	open, max atomic.Int64
-}
-
-func (g *limGauge) enter() {
-	n := g.open.Add(1)
-	for {
-		m := g.max.Load()
-		if n <= m || g.max.CompareAndSwap(m, n) {
-			return
-		}
-	}
-}
-
-func (g *limGauge) leave() { g.open.Add(-1) }
-
-// limUpstream is an event-stream upstream. Every request opens a stream that
-// sends "data: open" at once and then waits: the test ends it normally
-// (end), drops the connection mid-stream (kill), or the request is
-// cancelled. Streams are grouped by the id query parameter.
-type limUpstream struct {
-	addr  string
-	hits  atomic.Int64 // requests received
-	gauge limGauge     // streams open
-	mu    sync.Mutex
-	ends  map[string]chan struct{}
-	kills map[string]chan struct{}
-}
-
-func startLimUpstream(t testing.TB) *limUpstream {
-	t.Helper()
-	u := &limUpstream{ends: map[string]chan struct{}{}, kills: map[string]chan struct{}{}}
-	u.addr = startUpstream(t, u.serve)
-	return u
-}
-
-func (u *limUpstream) chans(id string) (end, kill chan struct{}) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.ends[id] == nil {
-		u.ends[id] = make(chan struct{})
-		u.kills[id] = make(chan struct{})
-	}
-	return u.ends[id], u.kills[id]
-}
-
-// end makes the streams with this id end normally, now and later.
-func (u *limUpstream) end(id string) {
-	end, _ := u.chans(id)
-	close(end)
-}
-
-// kill makes the streams with this id drop their connection mid-stream.
-func (u *limUpstream) kill(id string) {
-	_, kill := u.chans(id)
-	close(kill)
-}
-
-func (u *limUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	u.hits.Add(1)
-	_, _ = io.Copy(io.Discard, r.Body)
-	u.gauge.enter()
-	defer u.gauge.leave()
-	end, kill := u.chans(r.URL.Query().Get("id"))
-	streamHead(w)
-	if send(w, "data: open\n\n") != nil {
-		return
-	}
-	select {
-	case <-end:
-		_ = send(w, "data: bye\n\n")
-	case <-kill:
-		// net/http closes the connection without ending the chunked
-		// body: the proxy sees the upstream die mid-stream
-		panic(http.ErrAbortHandler)
-	case <-r.Context().Done():
-	}
-}
-
-// limClient is an HTTP/1.1 client that opens a new connection for every
-// request, so no request rides on a connection of a config that a reload
-// replaced.
-func limClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DisableCompression: true,
-		DisableKeepAlives:  true,
-	}}
-}
-
-// limReq is a request to send.
-type limReq struct {
-	method      string // default GET
-	path        string // appended to the base URL
-	host        string // Host header, if set
-	eventSource bool   // Accept: text/event-stream, like a browser EventSource
-	header      []string
-}
-
-// limOpen sends rq and returns the response and a function that drops the
-// connection (a client going away). Both are cleaned up when the test ends.
-func limOpen(t testing.TB, client *http.Client, base string, rq limReq) (*http.Response, context.CancelFunc) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	method := rq.method
-	if method == "" {
-		method = http.MethodGet
-	}
-	var body io.Reader
-	if method == http.MethodPost {
-		body = strings.NewReader(`{"prompt":"hi"}`)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+rq.path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rq.host != "" {
-		req.Host = rq.host
-	}
-	if rq.eventSource {
-		req.Header.Set("Accept", "text/event-stream")
-	}
-	for i := 0; i+1 < len(rq.header); i += 2 {
-		req.Header.Set(rq.header[i], rq.header[i+1])
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("%s %s: %v", method, rq.path, err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		res.Body.Close()
-	})
-	return res, cancel
-}
-
-// limReadAll reads body to EOF, failing the test if that takes too long.
-func limReadAll(t testing.TB, body io.Reader) string {
-	t.Helper()
-	type result struct {
-		b   []byte
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		b, err := io.ReadAll(body)
-		ch <- result{b, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("reading body: %v (got %q)", r.err, r.b)
-		}
-		return string(r.b)
-	case <-time.After(limWait):
-		t.Fatalf("body did not end within %s", limWait)
-		return ""
-	}
-}
-
-var retryFieldRE = regexp.MustCompile(`^retry: ([0-9]+)\n\n$`)
-
-// limCheckRetryAnswer checks the answer an EventSource gets when it must
-// come back later: 200, text/event-stream, exactly one retry field of
-// retry to 1.5*retry, and the end of the response.
-func limCheckRetryAnswer(t testing.TB, res *http.Response, retry time.Duration) {
-	t.Helper()
-	if res.StatusCode != http.StatusOK {
-		t.Errorf("status = %d, want 200 (any other status makes an EventSource give up)", res.StatusCode)
-	}
-	if ct := res.Header.Get("Content-Type"); !isEventStream(ct) {
-		t.Errorf("Content-Type = %q, want text/event-stream", ct)
-	}
-	body := limReadAll(t, res.Body)
-	m := retryFieldRE.FindStringSubmatch(body)
-	if m == nil {
-		t.Fatalf("body = %q, want exactly one \"retry: <ms>\" field", body)
-	}
-	ms, _ := strconv.ParseInt(m[1], 10, 64)
-	if lo, hi := retry.Milliseconds(), retry.Milliseconds()*3/2; ms < lo || ms > hi {
-		t.Errorf("retry = %dms, want within [%d, %d]", ms, lo, hi)
-	}
-}
-
-// limCheckStream checks that res is an admitted stream that carries the
-// upstream's first event, and returns the rest of the body as it arrives.
-func limCheckStream(t testing.TB, res *http.Response) <-chan chunk {
-	t.Helper()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("status = %d, want 200", res.StatusCode)
-	}
-	ch := readChunks(res.Body)
-	var got bytes.Buffer
-	if !readUntil(t, ch, &got, "data: open\n\n", limWait) {
-		t.Fatalf("body = %q, want the upstream's first event (the stream was not admitted)", got.String())
-	}
-	return ch
-}
-
-// limCheckEOF waits for the end of a stream's body.
-func limCheckEOF(t testing.TB, ch <-chan chunk) string {
-	t.Helper()
-	var got bytes.Buffer
-	deadline := time.After(limWait)
-	for {
-		select {
-		case c, ok := <-ch:
-			if !ok {
-				return got.String()
-			}
-			got.Write(c.data)
-		case <-deadline:
-			t.Fatalf("stream did not end within %s; got %q", limWait, got.String())
-		}
-	}
-}
-
-// limAwaitAdmission sends EventSource requests until one is admitted (its
-// body starts with the upstream's event rather than a retry field), and
-// returns it. It fails the test after limWait.
-func limAwaitAdmission(t testing.TB, client *http.Client, base string, rq limReq) <-chan chunk {
-	t.Helper()
-	rq.eventSource = true
-	deadline := time.Now().Add(limWait)
-	for {
-		res, cancel := limOpen(t, client, base, rq)
-		ch := readChunks(res.Body)
-		var got bytes.Buffer
-		readUntil(t, ch, &got, "\n\n", limWait)
-		if strings.HasPrefix(got.String(), "data: open\n\n") {
-			return ch
-		}
-		cancel()
-		if !strings.HasPrefix(got.String(), "retry: ") {
-			t.Fatalf("status %d, body %q: neither admitted nor refused", res.StatusCode, got.String())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no stream admitted within %s: the slot was never released", limWait)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, not a guess
-	}
-}
-
-// limWaitFor polls cond until it holds, failing the test after limWait.
-func limWaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limWait, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not a guess
-	}
-}
-
-// limCounts returns a copy of z's counters.
-func limCounts(z *zone) map[string]int {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return maps.Clone(z.counts)
-}
-
-// limTotal returns the number of streams z counts, over all keys.
-func limTotal(z *zone) int {
-	n := 0
-	for _, c := range limCounts(z) {
-		n += c
-	}
-	return n
-}
-
-// limZone returns the counters of the zone with this name, as Caddy holds
-// it in the shared pool (default names are "<server>#<n>"), or nil.
-func limZone(name string) *zone {
-	var found *zone
-	zones.Range(func(k, v any) bool {
-		if k == "sse.zone."+name {
-			found = v.(*zone)
-			return false
-		}
-		return true
-	})
-	return found
-}
-
-// limAdminLoad loads a JSON config through Caddy's admin API, as
-// `caddy reload --force` does: the config is reloaded even if unchanged.
-func limAdminLoad(t testing.TB, c *testCaddy, cfg []byte) {
-	t.Helper()
-	url := "http://localhost:" + strconv.Itoa(c.Admin) + "/load"
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Cache-Control", "must-revalidate")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST /load: %v", err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(res.Body)
-		t.Fatalf("POST /load: %s: %s", res.Status, b)
-	}
-}
-
-// limPatchedConfig adapts sites with the harness's globals and lets patch
-// edit the JSON, for settings the harness's global options do not cover.
-func limPatchedConfig(t testing.TB, c *testCaddy, sites string, patch func(cfg map[string]any)) []byte {
-	t.Helper()
-	var cfg map[string]any
-	if err := json.Unmarshal(c.adapt(t, sites), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	patch(cfg)
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// limLogTo adds a JSON log of the sse handler's info messages to a file.
-func limLogTo(path string) func(map[string]any) {
-	return func(cfg map[string]any) {
-		logs := cfg["logging"].(map[string]any)["logs"].(map[string]any)
-		logs["sselimits"] = map[string]any{
-			"writer":  map[string]any{"output": "file", "filename": path},
-			"encoder": map[string]any{"format": "json"},
-			"level":   "INFO",
-			"include": []any{"http.handlers.sse"},
-		}
-	}
-}
-
-// limTrustLoopback makes every server trust X-Forwarded-For from loopback
-// peers, so {client_ip} can vary in a test: servers { trusted_proxies
-// static 127.0.0.1/8 }.
-func limTrustLoopback(cfg map[string]any) {
-	servers := cfg["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any)
-	for _, s := range servers {
-		s.(map[string]any)["trusted_proxies"] = map[string]any{
-			"source": "static",
-			"ranges": []any{"127.0.0.1/8"},
-		}
-	}
-}
-
-// limLogEntries returns the JSON log entries in path with this message.
-func limLogEntries(t testing.TB, path, msg string) []map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		var e map[string]any
-		if json.Unmarshal(line, &e) == nil && e["msg"] == msg {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// limHandler provisions and validates h as Caddy would, outside a server,
-// and records what it logs.
-func limHandler(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Cleanup() })
-	if err := h.Validate(); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
-	// info and up, as Caddy logs by default, kept in memory
-	core, logs := observer.New(zapcore.InfoLevel)
-	h.logger = zap.New(core)
-	return h, logs
-}
-
-// limServe runs one request through h as Caddy's server would set it up
-// (replacer, client IP), with next as the handler inside sse.
-func limServe(h *Handler, req *http.Request, next caddyhttp.HandlerFunc) (*httptest.ResponseRecorder, error) {
-	rec := httptest.NewRecorder()
-	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), rec, nil)
-	return rec, h.ServeHTTP(rec, req, next)
-}
-
-// limStreamNext is an inner handler that answers with an event stream.
-func limStreamNext(w http.ResponseWriter, _ *http.Request) error {
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	_, err := io.WriteString(w, "data: x\n\n")
-	return err
-}
-
-// limSilentAddr returns a loopback address that accepts connections and
-// never answers, until the test ends.
-func limSilentAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
-
-// limClosedAddr returns a loopback address nothing listens on.
-func limClosedAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 // Over a limit, a stream is refused in a form its client survives. An
 // EventSource-style request (GET, Accept: text/event-stream) gets 200,
@@ -1021,7 +574,7 @@ func TestLimitForgetsKeys(t *testing.T) {
 			t.Fatalf("stream %d: err %v, body %q: not admitted", i, err, rec.Body.String())
 		}
 		if i%10_000 == 0 {
-			if len(held) != 1 || !strings.HasSuffix(onlyKey(held), host) || held[onlyKey(held)] != 1 {
+			if len(held) != 1 || !strings.HasSuffix(limOnlyKey(held), host) || held[limOnlyKey(held)] != 1 {
 				t.Fatalf("stream %d: counters while open = %v, want one for %s", i, held, host)
 			}
 		}
@@ -1029,13 +582,6 @@ func TestLimitForgetsKeys(t *testing.T) {
 	if counts := limCounts(h.zone); len(counts) != 0 {
 		t.Errorf("%d counters left after every stream ended, want 0", len(counts))
 	}
-}
-
-func onlyKey(m map[string]int) string {
-	for k := range m {
-		return k
-	}
-	return ""
 }
 
 // Keys longer than 128 bytes are stored hashed, so a client cannot make the
@@ -1074,9 +620,10 @@ func TestBoundKey(t *testing.T) {
 }
 
 // A 10 KB Host header is counted under a short hashed key, and still
-// counts: a second stream to the same long host is refused. Issue 4.
+// counts: a second stream to the same long host is refused, and logged
+// once at info, with the short key under log_key. Issue 4.
 func TestLimitLongHostHashed(t *testing.T) {
-	h, _ := limHandler(t, &Handler{Limits: []Limit{{Max: 1}}, Zone: "long host"})
+	h, logs := limHandler(t, &Handler{Limits: []Limit{{Max: 1}}, Zone: "long host", LogKey: true})
 	host := strings.Repeat("a", 10<<10) + ".example"
 	newReq := func() *http.Request {
 		req := httptest.NewRequest(http.MethodGet, "http://example.com/events", nil)
@@ -1101,7 +648,7 @@ func TestLimitLongHostHashed(t *testing.T) {
 	if len(held) != 1 {
 		t.Fatalf("counters = %d keys, want 1", len(held))
 	}
-	if k := onlyKey(held); len(k) > 2*maxKeyLen || strings.Contains(k, "aaaaaaaa") {
+	if k := limOnlyKey(held); len(k) > 2*maxKeyLen || strings.Contains(k, "aaaaaaaa") {
 		t.Errorf("counter key = %d bytes (%.40q...), want a short hash", len(k), k)
 	}
 	if !retryFieldRE.MatchString(second.Body.String()) {
@@ -1109,6 +656,16 @@ func TestLimitLongHostHashed(t *testing.T) {
 	}
 	if counts := limCounts(h.zone); len(counts) != 0 {
 		t.Errorf("counters after the streams = %v, want none", counts)
+	}
+	entries := logs.FilterMessage("stream limit reached").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d refusals logged, want 1", len(entries))
+	}
+	e := entries[0]
+	fields := e.ContextMap()
+	if key, _ := fields["key"].(string); e.Level != zapcore.InfoLevel || fields["limit"] != int64(1) ||
+		fields["per"] != "{http.request.host}" || !strings.HasPrefix(key, "sha256:") || len(key) > maxKeyLen {
+		t.Errorf("log = %s %v, want info with limit 1, per {http.request.host} and a short hashed key", e.Level, fields)
 	}
 }
 
@@ -1322,4 +879,462 @@ https://localhost:{{.HTTPS}} {
 			}
 		})
 	}
+}
+
+// limWait is how long the limit tests wait for anything: generous, for a
+// loaded machine.
+const limWait = 15 * time.Second
+
+// limGauge counts what is open now and the most that was ever open at once.
+type limGauge struct {
+	open, max atomic.Int64
+}
+
+func (g *limGauge) enter() {
+	n := g.open.Add(1)
+	for {
+		m := g.max.Load()
+		if n <= m || g.max.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+func (g *limGauge) leave() { g.open.Add(-1) }
+
+// limUpstream is an event-stream upstream. Every request opens a stream that
+// sends "data: open" at once and then waits: the test ends it normally
+// (end), drops the connection mid-stream (kill), or the request is
+// cancelled. Streams are grouped by the id query parameter.
+type limUpstream struct {
+	addr  string
+	hits  atomic.Int64 // requests received
+	gauge limGauge     // streams open
+	mu    sync.Mutex
+	ends  map[string]chan struct{}
+	kills map[string]chan struct{}
+}
+
+func startLimUpstream(t testing.TB) *limUpstream {
+	t.Helper()
+	u := &limUpstream{ends: map[string]chan struct{}{}, kills: map[string]chan struct{}{}}
+	u.addr = startUpstream(t, u.serve)
+	return u
+}
+
+func (u *limUpstream) chans(id string) (end, kill chan struct{}) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ends[id] == nil {
+		u.ends[id] = make(chan struct{})
+		u.kills[id] = make(chan struct{})
+	}
+	return u.ends[id], u.kills[id]
+}
+
+// end makes the streams with this id end normally, now and later.
+func (u *limUpstream) end(id string) {
+	end, _ := u.chans(id)
+	close(end)
+}
+
+// kill makes the streams with this id drop their connection mid-stream.
+func (u *limUpstream) kill(id string) {
+	_, kill := u.chans(id)
+	close(kill)
+}
+
+func (u *limUpstream) serve(w http.ResponseWriter, r *http.Request) {
+	u.hits.Add(1)
+	_, _ = io.Copy(io.Discard, r.Body)
+	u.gauge.enter()
+	defer u.gauge.leave()
+	end, kill := u.chans(r.URL.Query().Get("id"))
+	streamHead(w)
+	if send(w, "data: open\n\n") != nil {
+		return
+	}
+	select {
+	case <-end:
+		_ = send(w, "data: bye\n\n")
+	case <-kill:
+		// net/http closes the connection without ending the chunked
+		// body: the proxy sees the upstream die mid-stream
+		panic(http.ErrAbortHandler)
+	case <-r.Context().Done():
+	}
+}
+
+// limClient is an HTTP/1.1 client that opens a new connection for every
+// request, so no request rides on a connection of a config that a reload
+// replaced.
+func limClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DisableCompression: true,
+		DisableKeepAlives:  true,
+	}}
+}
+
+// limReq is a request to send.
+type limReq struct {
+	method      string // default GET
+	path        string // appended to the base URL
+	host        string // Host header, if set
+	eventSource bool   // Accept: text/event-stream, like a browser EventSource
+	header      []string
+}
+
+// limOpen sends rq and returns the response and a function that drops the
+// connection (a client going away). Both are cleaned up when the test ends.
+func limOpen(t testing.TB, client *http.Client, base string, rq limReq) (*http.Response, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	method := rq.method
+	if method == "" {
+		method = http.MethodGet
+	}
+	var body io.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader(`{"prompt":"hi"}`)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+rq.path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rq.host != "" {
+		req.Host = rq.host
+	}
+	if rq.eventSource {
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	for i := 0; i+1 < len(rq.header); i += 2 {
+		req.Header.Set(rq.header[i], rq.header[i+1])
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("%s %s: %v", method, rq.path, err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		res.Body.Close()
+	})
+	return res, cancel
+}
+
+// limReadAll reads body to EOF, failing the test if that takes too long.
+func limReadAll(t testing.TB, body io.Reader) string {
+	t.Helper()
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(body)
+		ch <- result{b, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("reading body: %v (got %q)", r.err, r.b)
+		}
+		return string(r.b)
+	case <-time.After(limWait):
+		t.Fatalf("body did not end within %s", limWait)
+		return ""
+	}
+}
+
+var retryFieldRE = regexp.MustCompile(`^retry: ([0-9]+)\n\n$`)
+
+// limCheckRetryAnswer checks the answer an EventSource gets when it must
+// come back later: 200, text/event-stream, exactly one retry field of
+// retry to 1.5*retry, and the end of the response.
+func limCheckRetryAnswer(t testing.TB, res *http.Response, retry time.Duration) {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("status = %d, want 200 (any other status makes an EventSource give up)", res.StatusCode)
+	}
+	if ct := res.Header.Get("Content-Type"); !isEventStream(ct) {
+		t.Errorf("Content-Type = %q, want text/event-stream", ct)
+	}
+	body := limReadAll(t, res.Body)
+	m := retryFieldRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("body = %q, want exactly one \"retry: <ms>\" field", body)
+	}
+	ms, _ := strconv.ParseInt(m[1], 10, 64)
+	if lo, hi := retry.Milliseconds(), retry.Milliseconds()*3/2; ms < lo || ms > hi {
+		t.Errorf("retry = %dms, want within [%d, %d]", ms, lo, hi)
+	}
+}
+
+// limCheckStream checks that res is an admitted stream that carries the
+// upstream's first event, and returns the rest of the body as it arrives.
+func limCheckStream(t testing.TB, res *http.Response) <-chan chunk {
+	t.Helper()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200", res.StatusCode)
+	}
+	ch := readChunks(res.Body)
+	var got bytes.Buffer
+	if !readUntil(t, ch, &got, "data: open\n\n", limWait) {
+		t.Fatalf("body = %q, want the upstream's first event (the stream was not admitted)", got.String())
+	}
+	return ch
+}
+
+// limCheckEOF waits for the end of a stream's body.
+func limCheckEOF(t testing.TB, ch <-chan chunk) string {
+	t.Helper()
+	var got bytes.Buffer
+	deadline := time.After(limWait)
+	for {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				return got.String()
+			}
+			got.Write(c.data)
+		case <-deadline:
+			t.Fatalf("stream did not end within %s; got %q", limWait, got.String())
+		}
+	}
+}
+
+// limAwaitAdmission sends EventSource requests until one is admitted (its
+// body starts with the upstream's event rather than a retry field), and
+// returns it. It fails the test after limWait.
+func limAwaitAdmission(t testing.TB, client *http.Client, base string, rq limReq) <-chan chunk {
+	t.Helper()
+	rq.eventSource = true
+	deadline := time.Now().Add(limWait)
+	for {
+		res, cancel := limOpen(t, client, base, rq)
+		ch := readChunks(res.Body)
+		var got bytes.Buffer
+		readUntil(t, ch, &got, "\n\n", limWait)
+		if strings.HasPrefix(got.String(), "data: open\n\n") {
+			return ch
+		}
+		cancel()
+		if !strings.HasPrefix(got.String(), "retry: ") {
+			t.Fatalf("status %d, body %q: neither admitted nor refused", res.StatusCode, got.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stream admitted within %s: the slot was never released", limWait)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not a guess
+	}
+}
+
+// limWaitFor polls cond until it holds, failing the test after limWait.
+func limWaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limWait, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not a guess
+	}
+}
+
+// limCounts returns a copy of z's counters.
+func limCounts(z *zone) map[string]int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return maps.Clone(z.counts)
+}
+
+// limTotal returns the number of streams z counts, over all keys.
+func limTotal(z *zone) int {
+	n := 0
+	for _, c := range limCounts(z) {
+		n += c
+	}
+	return n
+}
+
+// limZone returns the counters of the zone with this name, as Caddy holds
+// it in the shared pool (default names are "<server>#<n>"), or nil.
+func limZone(name string) *zone {
+	var found *zone
+	zones.Range(func(k, v any) bool {
+		if k == "sse.zone."+name {
+			found = v.(*zone)
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// limAdminLoad loads a JSON config through Caddy's admin API, as
+// `caddy reload --force` does: the config is reloaded even if unchanged.
+func limAdminLoad(t testing.TB, c *testCaddy, cfg []byte) {
+	t.Helper()
+	url := "http://localhost:" + strconv.Itoa(c.Admin) + "/load"
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Cache-Control", "must-revalidate")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /load: %v", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("POST /load: %s: %s", res.Status, b)
+	}
+}
+
+// limPatchedConfig adapts sites with the harness's globals and lets patch
+// edit the JSON, for settings the harness's global options do not cover.
+func limPatchedConfig(t testing.TB, c *testCaddy, sites string, patch func(cfg map[string]any)) []byte {
+	t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(c.adapt(t, sites), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	patch(cfg)
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// limLogTo adds a JSON log of the sse handler's info messages to a file.
+func limLogTo(path string) func(map[string]any) {
+	return func(cfg map[string]any) {
+		logs := cfg["logging"].(map[string]any)["logs"].(map[string]any)
+		logs["sselimits"] = map[string]any{
+			"writer":  map[string]any{"output": "file", "filename": path},
+			"encoder": map[string]any{"format": "json"},
+			"level":   "INFO",
+			"include": []any{"http.handlers.sse"},
+		}
+	}
+}
+
+// limTrustLoopback makes every server trust X-Forwarded-For from loopback
+// peers, so {client_ip} can vary in a test: servers { trusted_proxies
+// static 127.0.0.1/8 }.
+func limTrustLoopback(cfg map[string]any) {
+	servers := cfg["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any)
+	for _, s := range servers {
+		s.(map[string]any)["trusted_proxies"] = map[string]any{
+			"source": "static",
+			"ranges": []any{"127.0.0.1/8"},
+		}
+	}
+}
+
+// limLogEntries returns the JSON log entries in path with this message.
+func limLogEntries(t testing.TB, path, msg string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var e map[string]any
+		if json.Unmarshal(line, &e) == nil && e["msg"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// limHandler provisions and validates h as Caddy would, outside a server,
+// and records what it logs.
+func limHandler(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	// info and up, as Caddy logs by default, kept in memory
+	core, logs := observer.New(zapcore.InfoLevel)
+	h.logger = zap.New(core)
+	return h, logs
+}
+
+// limServe runs one request through h as Caddy's server would set it up
+// (replacer, client IP), with next as the handler inside sse.
+func limServe(h *Handler, req *http.Request, next caddyhttp.HandlerFunc) (*httptest.ResponseRecorder, error) {
+	rec := httptest.NewRecorder()
+	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), rec, nil)
+	return rec, h.ServeHTTP(rec, req, next)
+}
+
+// limStreamNext is an inner handler that answers with an event stream.
+func limStreamNext(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	_, err := io.WriteString(w, "data: x\n\n")
+	return err
+}
+
+// limSilentAddr returns a loopback address that accepts connections and
+// never answers, until the test ends.
+func limSilentAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// limClosedAddr returns a loopback address nothing listens on.
+func limClosedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// limOnlyKey returns a key of m, the only one when m has one.
+func limOnlyKey(m map[string]int) string {
+	for k := range m {
+		return k
+	}
+	return ""
 }
