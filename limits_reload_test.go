@@ -149,3 +149,37 @@ http://other.test:{{.HTTP}} {
 	step(t, limReq{path: "/c/"}, false)
 	step(t, limReq{path: "/b/"}, false)
 }
+
+// A named zone keeps its counters across a reload that adds, removes or
+// reorders sse blocks, which renumbers the default zones: the way to pin a
+// block's counters. Issue 4.
+func TestLimitNamedZoneSurvivesNewSites(t *testing.T) {
+	u := startLimUpstream(t)
+	b := `
+http://b.test:{{.HTTP}} {
+	sse {
+		limit 1
+		zone b
+	}
+	reverse_proxy {{.Upstream}}
+}
+`
+	c := startCaddy(t, u.addr, b)
+	client := limClient()
+	res, _ := limOpen(t, client, c.BaseURL(), limReq{path: "/?id=held", host: "b.test", eventSource: true})
+	limCheckStream(t, res)
+
+	// a new site, in front of b.test in the adapted config
+	limAdminLoad(t, c, c.adapt(t, `
+http://a.test:{{.HTTP}} {
+	sse {
+		limit 1
+	}
+	reverse_proxy {{.Upstream}}
+}
+`+b))
+	res, _ = limOpen(t, client, c.BaseURL(), limReq{path: "/?id=over", host: "b.test", eventSource: true})
+	limCheckRetryAnswer(t, res, defaultRetry)
+	res, _ = limOpen(t, client, c.BaseURL(), limReq{path: "/?id=a", host: "a.test", eventSource: true})
+	limCheckStream(t, res)
+}
