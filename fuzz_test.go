@@ -176,6 +176,10 @@ func FuzzStreamWriter(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	// streams of earlier tests in this process may still be finishing
+	waitFor(f, 10*time.Second, "caddy_sse_streams_open at 0 before fuzzing", func() bool {
+		return testutil.ToFloat64(metrics.open) == 0
+	})
 	handlers := [2]*Handler{
 		fuzzHandler(f, `{"heartbeat": "1ms", "limits": [{"max": 1}]}`),
 		fuzzHandler(f, `{"heartbeat": "1ms", "heartbeat_frame": "line", "idle_timeout": "3ms",
