@@ -55,6 +55,7 @@ type streamWriter struct {
 	mode       mode
 	status     int
 	sse        bool          // Content-Type is text/event-stream (not an extra type)
+	encoded    bool          // the body has a content coding: nothing may be added to it
 	beats      bool          // heartbeats are on for this stream
 	interval   time.Duration // this stream's jittered heartbeat interval
 	slots      []slot        // limit slots held; released once in finish
@@ -125,9 +126,10 @@ func (sw *streamWriter) WriteHeader(status int) {
 	}
 	sw.mode = modeStream
 	sw.sse = kind == eventStream
+	sw.encoded = isEncoded(hdr)
 	sw.beats = sw.sse && sw.h.heartbeat > 0 && status == http.StatusOK &&
-		sw.req.Method != http.MethodHead && !isEncoded(hdr)
-	if sw.sse && !sw.beats && isEncoded(hdr) {
+		sw.req.Method != http.MethodHead && !sw.encoded
+	if sw.sse && !sw.beats && sw.encoded {
 		sw.h.noteEncodedStream()
 	}
 	repairHeader(hdr)
