@@ -23,6 +23,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -891,5 +892,48 @@ func loadWithGlobals(t *testing.T, c *testCaddy, globals, sites string) {
 	}
 	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading: %v", err)
+	}
+}
+
+// A compressed stream that sse ends on purpose (max_duration here; the
+// same holds for idle_timeout, shutdown and drain) ends without a retry
+// field: plain bytes written into a gzip body would corrupt it, so the
+// client's decoder would fail instead of seeing the stream end.
+func TestEndKeepsCompressedStreamIntact(t *testing.T) {
+	h := fuzzHandler(t, `{"max_duration": "20ms"}`)
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	io.WriteString(zw, "data: a\n\n")
+	zw.Close()
+	for _, tc := range []struct {
+		name string
+		body []byte // what the upstream sends before it waits
+	}{
+		{"before the first byte", nil},
+		{"after a whole gzip member", zipped.Bytes()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newGuardedRecorder()
+			req := fuzzRequest(http.MethodGet, true)
+			err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Encoding", "gzip")
+				w.WriteHeader(http.StatusOK)
+				if _, err := w.Write(tc.body); err != nil {
+					return err
+				}
+				<-r.Context().Done() // until max_duration ends the stream
+				return nil
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.mu.Lock()
+			got := rec.rec.Body.Bytes()
+			rec.mu.Unlock()
+			if !bytes.Equal(got, tc.body) {
+				t.Errorf("client got %q, upstream sent %q: nothing may be added to a compressed body", got, tc.body)
+			}
+		})
 	}
 }
