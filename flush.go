@@ -55,6 +55,7 @@ type streamWriter struct {
 	mode       mode
 	status     int
 	sse        bool          // Content-Type is text/event-stream (not an extra type)
+	encoded    bool          // the body has a content coding: nothing may be added to it
 	beats      bool          // heartbeats are on for this stream
 	interval   time.Duration // this stream's jittered heartbeat interval
 	slots      []slot        // limit slots held; released once in finish
@@ -122,9 +123,10 @@ func (sw *streamWriter) WriteHeader(status int) {
 	}
 	sw.mode = modeStream
 	sw.sse = kind == eventStream
+	sw.encoded = isEncoded(hdr)
 	sw.beats = sw.sse && sw.h.heartbeat > 0 && status == http.StatusOK &&
-		sw.req.Method != http.MethodHead && !isEncoded(hdr)
-	if sw.sse && !sw.beats && isEncoded(hdr) {
+		sw.req.Method != http.MethodHead && !sw.encoded
+	if sw.sse && !sw.beats && sw.encoded {
 		sw.h.noteEncodedStream()
 	}
 	repairHeader(hdr)
@@ -279,11 +281,11 @@ func (h *Handler) streamKind(status int, hdr http.Header) kind {
 		return notStream
 	}
 	mt := mediaType(ct[0])
-	if strings.EqualFold(mt, "text/event-stream") {
+	if asciiEqualFold(mt, "text/event-stream") {
 		return eventStream
 	}
 	for _, t := range h.types {
-		if strings.EqualFold(mt, t) {
+		if asciiEqualFold(mt, t) {
 			return otherStream
 		}
 	}
@@ -311,7 +313,29 @@ func mediaType(v string) string {
 
 // isEventStream reports whether a Content-Type value names text/event-stream.
 func isEventStream(v string) bool {
-	return strings.EqualFold(mediaType(v), "text/event-stream")
+	return asciiEqualFold(mediaType(v), "text/event-stream")
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only: media types are
+// ASCII tokens (RFC 9110, 8.3.1), and Unicode folding would take
+// "text/event-ſtream" for text/event-stream.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // isEncoded reports whether the body has a content coding other than identity.

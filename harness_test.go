@@ -5,7 +5,6 @@ package caddysse
 // for HTTP/1.1, HTTP/2 (TLS) and HTTP/3 (quic-go).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -253,13 +252,6 @@ func do(t testing.TB, client *http.Client, method, url string, body io.Reader, h
 	return res
 }
 
-// sseUpstream is a scripted event-stream upstream: each request runs
-// script with a writer that flushes after every write.
-type sseUpstream struct {
-	srv  *http.Server
-	addr string
-}
-
 // startUpstream serves handler on a free loopback port until the test ends.
 func startUpstream(t testing.TB, handler http.HandlerFunc) string {
 	t.Helper()
@@ -294,14 +286,4 @@ func send(w http.ResponseWriter, s string) error {
 		return err
 	}
 	return http.NewResponseController(w).Flush()
-}
-
-// scanLines splits a body into lines, for assertions on whole lines.
-func scanLines(b []byte) []string {
-	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return lines
 }

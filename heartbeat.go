@@ -76,11 +76,12 @@ func (sw *streamWriter) beatLocked() {
 }
 
 // endLocked ends the stream on purpose: at an event boundary it first sends
-// a retry field so the client reconnects after about Retry, then it refuses
+// a retry field so the client reconnects after about Retry (never into a
+// compressed body, where plain bytes would corrupt it), then it refuses
 // further upstream writes and cancels the request seen by the inner
 // handlers, so the upstream sees its client go away. sw.mu must be held.
 func (sw *streamWriter) endLocked(why endReason) {
-	if sw.sse && sw.boundary.atBoundary(true) {
+	if sw.sse && !sw.encoded && sw.boundary.atBoundary(true) {
 		_, _ = sw.writeLocked(sw.h.retryField())
 	}
 	sw.ended = why
