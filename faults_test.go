@@ -11,18 +11,14 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"text/template"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -752,7 +748,7 @@ http://127.0.0.1:{{.HTTP}} {
 	respond "placeholder"
 }
 `)
-	loadWithGlobals(t, c, `
+	c.loadWithGlobals(t, `
 	servers {
 		timeouts {
 			write_idle 2s
@@ -850,42 +846,6 @@ func dialSmallBuffer(t *testing.T, addr string) net.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
-}
-
-// loadWithGlobals reloads c with extra global options (inside the global
-// block) besides the harness's own.
-func loadWithGlobals(t *testing.T, c *testCaddy, globals, sites string) {
-	t.Helper()
-	logOutput := "discard"
-	if os.Getenv("SSE_TEST_LOG") != "" {
-		logOutput = "stderr"
-	}
-	text := `{
-	admin localhost:{{.Admin}}
-	http_port {{.HTTP}}
-	https_port {{.HTTPS}}
-	skip_install_trust
-	local_certs
-	storage file_system {{.Storage}}
-	grace_period 2s
-	log {
-		output ` + logOutput + `
-		level DEBUG
-	}
-` + globals + `
-}
-` + sites
-	var buf bytes.Buffer
-	if err := template.Must(template.New("caddyfile").Parse(text)).Execute(&buf, c); err != nil {
-		t.Fatal(err)
-	}
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(buf.Bytes(), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		t.Fatalf("adapting: %v\n%s", err, buf.String())
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading: %v", err)
-	}
 }
 
 // A compressed stream that sse ends on purpose (max_duration here; the

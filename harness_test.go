@@ -97,6 +97,22 @@ func (c *testCaddy) load(t testing.TB, sites string) {
 // adapt turns the site blocks into JSON, with the harness's globals.
 func (c *testCaddy) adapt(t testing.TB, sites string) []byte {
 	t.Helper()
+	return c.adaptWithGlobals(t, "", sites)
+}
+
+// loadWithGlobals reloads c with extra global options (inside the global
+// block) besides the harness's own.
+func (c *testCaddy) loadWithGlobals(t testing.TB, globals, sites string) {
+	t.Helper()
+	cfg := c.adaptWithGlobals(t, globals, sites)
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+}
+
+// adaptWithGlobals is adapt with extra global options.
+func (c *testCaddy) adaptWithGlobals(t testing.TB, globals, sites string) []byte {
+	t.Helper()
 	logOutput := "discard"
 	if os.Getenv("SSE_TEST_LOG") != "" {
 		logOutput = "stderr"
@@ -113,6 +129,7 @@ func (c *testCaddy) adapt(t testing.TB, sites string) []byte {
 		output ` + logOutput + `
 		level DEBUG
 	}
+` + globals + `
 }
 ` + sites
 	var buf bytes.Buffer
