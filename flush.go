@@ -67,9 +67,6 @@ type streamWriter struct {
 	scanner    *eventScanner // counts events and ids, only when debug logging is on
 	finishOnce sync.Once
 
-	// writeStart is when the write in progress began (0 when none); read by
-	// the timer to tell a write blocked on a dead client from an idle stream.
-	writeStart atomic.Int64
 	// lastIO is when the last byte (upstream or heartbeat) went to the client.
 	lastIO atomic.Int64
 	// lastUp is when the last upstream byte went to the client.
@@ -197,7 +194,6 @@ func (sw *streamWriter) Write(p []byte) (int, error) {
 
 // writeLocked writes p to the client and flushes it. sw.mu must be held.
 func (sw *streamWriter) writeLocked(p []byte) (int, error) {
-	sw.writeStart.Store(monotime())
 	n, err := sw.ResponseWriter.Write(p)
 	if n > 0 {
 		sw.bytes += int64(n)
@@ -210,7 +206,6 @@ func (sw *streamWriter) writeLocked(p []byte) (int, error) {
 		err = sw.rc.Flush()
 	}
 	sw.lastIO.Store(monotime())
-	sw.writeStart.Store(0)
 	if err != nil {
 		sw.writeErr = true
 	}
