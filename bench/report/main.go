@@ -208,6 +208,14 @@ func f1(v float64) string {
 	return strconv.FormatFloat(v, 'f', 1, 64)
 }
 
+// mib formats kB as MiB.
+func mib(kb float64) string {
+	if math.IsNaN(kb) {
+		return "n/a"
+	}
+	return f1(kb/1024) + " MiB"
+}
+
 func f2(v float64) string {
 	if math.IsNaN(v) {
 		return "n/a"
@@ -307,7 +315,7 @@ func (r *report) memory() {
 		rss, _ := r.med(key, stageRSS(large))
 		gc, _ := r.med(key, afterGCKB(large))
 		base, _ := r.med(key, func(x result) float64 { return float64(x.BaselineRSSKB) })
-		fmt.Printf("| %s | %s | %s | %s | %s MiB | %s MiB | %s | %d |\n", names[c], f1(s), f1(l), f1(gc), f1(rss/1024), f1(base/1024),
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %d |\n", names[c], f1(s), f1(l), f1(gc), mib(rss), mib(base),
 			codings(r.runs[key]), r.rounds(key))
 	}
 	fmt.Println()
@@ -454,7 +462,7 @@ func (r *report) throughput() {
 		"throughput on one flooding stream at least 97 %% of stock Caddy: %s events/s against %s (%s)", thousands(sse), thousands(stock), ratio(sse, stock)))
 }
 
-var benchRE = regexp.MustCompile(`^(BenchmarkWrite\S*?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
+var benchRE = regexp.MustCompile(`^(BenchmarkWrite\S*?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+[\d.]+ MB/s)?(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
 
 func (r *report) gobench() {
 	f, err := os.Open(filepath.Join(r.dir, "gobench.txt"))
