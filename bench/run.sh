@@ -55,6 +55,16 @@ mkdir -p "$OUT/json" "$OUT/conf" "$OUT/log" "$BIN"
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 has() { [[ " $FIGURES " == *" $1 "* ]]; }
 
+# port_free fails if something already accepts on 127.0.0.1:$1. Caddy binds
+# with SO_REUSEPORT, so a stray Caddy left on a contender's port would
+# silently take half of its streams.
+port_free() {
+	if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then
+		log "port $1 is already in use by another process: stop it first"
+		return 1
+	fi
+}
+
 # N streams hold 2N sockets in a proxy (client side and upstream side). Go
 # raises its soft limit to the hard one by itself, nginx is told with
 # worker_rlimit_nofile. Raising the hard limit needs CAP_SYS_RESOURCE; without
@@ -117,6 +127,9 @@ trap cleanup EXIT
 
 # one upstream serves every contender, on its own port per contender
 UP_BASE=19100
+for p in $(seq $UP_BASE $((UP_BASE + 9))); do
+	port_free "$p"
+done
 "${CLI[@]}" "$BIN/upstream" -addr "$(seq -s, -f "127.0.0.1:%g" $UP_BASE $((UP_BASE + 9)))" >"$OUT/log/upstream.log" 2>&1 &
 UPSTREAM_PID=$!
 PIDS+=("$UPSTREAM_PID")
@@ -203,6 +216,8 @@ EOF
 # start_server starts contender $1 and sets SPID.
 start_server() {
 	local name=$1
+	port_free "${PORT[$name]}"
+	[[ -z ${ADMIN[$name]:-} ]] || port_free "${ADMIN[$name]}"
 	if [[ $name == nginx ]]; then
 		local dir=$OUT/conf/nginx
 		mkdir -p "$dir/tmp"
