@@ -293,7 +293,7 @@ if has memory; then
 fi
 
 if has heartbeat; then
-	for c in sse_hb1 sse_hboff; do
+	for c in sse_hb1 sse sse_hboff; do
 		log "heartbeat $c: $STREAMS quiet streams, $HB_WINDOW"
 		start_server "$c"
 		load "$c" /quiet "$OUT/json/heartbeat-$c.json" -stages "$STREAMS" -ae "$AE" -pid "$SPID" \
