@@ -205,10 +205,6 @@ func (h *Handler) onServerShutdown() {
 	}
 }
 
-// cleanupLifecycle is called from Cleanup. Streams opened on h run on;
-// the server's shutdown hook ends them if it has to.
-func (h *Handler) cleanupLifecycle() {}
-
 // responseBuffers finds a reverse_proxy with response_buffers set among
 // routes, looking into subroutes. Routes provisioned before this handler
 // are walked as modules, the rest as the JSON they are loaded from.

@@ -261,7 +261,6 @@ func (h *Handler) Validate() error {
 // Cleanup releases h's hold on its limit zone and lifecycle hooks. Streams
 // still running on h go on and keep their slots until they end.
 func (h *Handler) Cleanup() error {
-	h.cleanupLifecycle()
 	if h.server != nil {
 		occurrences.Delete(h.server)
 	}
