@@ -6,7 +6,6 @@ package caddysse
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -312,16 +311,8 @@ func heartbeatHandlers(t testing.TB) map[string]*Handler {
 // provisionHandler provisions and validates h outside a Caddy config.
 func provisionHandler(t testing.TB, h *Handler) *Handler {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	if err := h.Validate(); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
+	provisionTestHandler(t, h)
 	h.logger = zap.NewNop() // outside a config, Caddy hands out a debug logger
-	t.Cleanup(func() { _ = h.Cleanup() })
 	return h
 }
 

@@ -80,8 +80,8 @@ func TestMediaType(t *testing.T) {
 // and its Content-Type is text/event-stream or one of the configured extra
 // types. 1xx, 3xx (304 included), errors and other types are untouched.
 func TestStreamKind(t *testing.T) {
-	typed := provisionFlushHandler(t, &Handler{Types: []string{"application/x-ndjson", "Application/X-Custom-Stream"}})
-	plain := provisionFlushHandler(t, &Handler{})
+	typed := provisionTestHandler(t, &Handler{Types: []string{"application/x-ndjson", "Application/X-Custom-Stream"}})
+	plain := provisionTestHandler(t, &Handler{})
 	for _, tc := range []struct {
 		name   string
 		h      *Handler
@@ -134,7 +134,7 @@ func TestStreamKind(t *testing.T) {
 // armed for it, while the same GET gets one.
 func TestHeadOfEventStream(t *testing.T) {
 	beat := caddy.Duration(time.Hour)
-	h := provisionFlushHandler(t, &Handler{Heartbeat: &beat})
+	h := provisionTestHandler(t, &Handler{Heartbeat: &beat})
 	for _, tc := range []struct {
 		method    string
 		wantBeats bool
@@ -316,7 +316,7 @@ func TestStripHopByHop(t *testing.T) {
 // handler is still running (model: net/http/httputil
 // TestReverseProxyResponseControllerFlushInterval).
 func TestFlushReachesBaseWriterThroughUnwrap(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
+	h := provisionTestHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	rec := newOpRecorder()
 	w := unwrapOnlyWriter{unwrapOnlyWriter{rec}} // two layers, like idle-timeout + encode
 	if _, ok := http.ResponseWriter(w).(http.Flusher); ok {
@@ -355,7 +355,7 @@ func TestFlushReachesBaseWriterThroughUnwrap(t *testing.T) {
 // same header (hop-by-hop fields included: stripping them is for streams
 // only), the same writes and flushes, and no flush of sse's own.
 func TestNonStreamPassesUntouched(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
+	h := provisionTestHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	big := strings.Repeat("0123456789abcdef", 8<<10) // 128 KiB, several io.Copy rounds
 	for _, tc := range []struct {
 		name    string
@@ -449,7 +449,7 @@ func TestNonStreamPassesUntouched(t *testing.T) {
 // (Cache-Control merged, X-Accel-Buffering: no, no Content-Length, no
 // hop-by-hop fields), and every event is flushed as it is written.
 func TestStreamHeaderFlushedBeforeFirstEvent(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff(), Types: []string{"application/x-ndjson"}})
+	h := provisionTestHandler(t, &Handler{Heartbeat: heartbeatsOff(), Types: []string{"application/x-ndjson"}})
 	for _, tc := range []struct {
 		name, ct string
 		body     []string
@@ -502,7 +502,7 @@ func TestStreamHeaderFlushedBeforeFirstEvent(t *testing.T) {
 // untouched, hop-by-hop fields included, with no flush of sse's own; a
 // final event-stream response after a 103 is still treated as a stream.
 func TestInformationalPassesUntouched(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
+	h := provisionTestHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	t.Run("103 then stream", func(t *testing.T) {
 		hints := http.Header{
 			"Link":       {"</app.js>; rel=preload"},
@@ -560,7 +560,7 @@ func TestInformationalPassesUntouched(t *testing.T) {
 // net/http does. With an event-stream Content-Type that response is a
 // stream and is repaired; otherwise it passes untouched.
 func TestFlushBeforeWriteHeader(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
+	h := provisionTestHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	for _, tc := range []struct {
 		name, ct string
 		want     http.Header
@@ -599,7 +599,7 @@ func TestFlushBeforeWriteHeader(t *testing.T) {
 // io.Copy into a stream (ReadFrom) goes through the stream's Write: every
 // chunk read is written and flushed before the next is read.
 func TestStreamReadFromFlushesEachChunk(t *testing.T) {
-	h := provisionFlushHandler(t, &Handler{Heartbeat: heartbeatsOff()})
+	h := provisionTestHandler(t, &Handler{Heartbeat: heartbeatsOff()})
 	chunks := []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"}
 	var n int64
 	rec := serveFlushHandler(t, h, httptest.NewRequest(http.MethodGet, "http://example.com/", nil),
@@ -648,21 +648,6 @@ func (r *oneChunkPerRead) Read(p []byte) (int, error) {
 func heartbeatsOff() *caddy.Duration {
 	d := caddy.Duration(0)
 	return &d
-}
-
-// provisionFlushHandler provisions and validates h as Caddy would.
-func provisionFlushHandler(t *testing.T, h *Handler) *Handler {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-	t.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("Provision: %v", err)
-	}
-	t.Cleanup(func() { h.Cleanup() })
-	if err := h.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
-	}
-	return h
 }
 
 // serveFlushHandler runs req through h with inner as the next handler and

@@ -320,16 +320,7 @@ func fuzzHandler(tb testing.TB, cfg string) *Handler {
 	if err := caddy.StrictUnmarshalJSON([]byte(cfg), h); err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	tb.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	if err := h.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = h.Cleanup() })
-	return h
+	return provisionTestHandler(tb, h)
 }
 
 // fuzzRequest is a request as Caddy hands it to a handler, with a replacer.

@@ -304,3 +304,19 @@ func send(w http.ResponseWriter, s string) error {
 	}
 	return http.NewResponseController(w).Flush()
 }
+
+// provisionTestHandler provisions and validates h outside a Caddy config,
+// as Caddy would, and cleans it up when the test ends.
+func provisionTestHandler(t testing.TB, h *Handler) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	return h
+}

@@ -581,12 +581,7 @@ func TestStreamEndLogLine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-			t.Cleanup(cancel)
-			h := new(Handler)
-			if err := h.Provision(ctx); err != nil {
-				t.Fatal(err)
-			}
+			h := provisionTestHandler(t, new(Handler))
 			h.logger = zap.New(core)
 
 			reqCtx, cancelReq := context.WithCancel(context.Background())

@@ -1256,15 +1256,7 @@ func limLogEntries(t testing.TB, path, msg string) []map[string]any {
 // and records what it logs.
 func limHandler(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Cleanup() })
-	if err := h.Validate(); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
+	provisionTestHandler(t, h)
 	// info and up, as Caddy logs by default, kept in memory
 	core, logs := observer.New(zapcore.InfoLevel)
 	h.logger = zap.New(core)
