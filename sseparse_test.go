@@ -103,4 +103,3 @@ func TestWhatwgUTF8Decode(t *testing.T) {
 		})
 	}
 }
-
