@@ -322,7 +322,7 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 // with nothing sent.
 func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 	t.Helper()
-	res := scriptResult{frame: h.frame}
+	res := scriptResult{frame: h.frames[h.frameFor(false)]}
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/events", nil)
 	var sw *streamWriter

@@ -46,7 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    types           <media-type>...
 //	    heartbeat       <interval>|off
 //	    heartbeat_text  <text>
-//	    heartbeat_frame block|line
+//	    heartbeat_frame auto|block|line
 //	    limit           <max> [per <key>]
 //	    zone            <name>
 //	    retry           <duration>
@@ -116,8 +116,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if v != frameBlock && v != frameLine {
-				return d.Errf("heartbeat_frame: must be %q or %q, got %q", frameBlock, frameLine, v)
+			if v != frameAuto && v != frameBlock && v != frameLine {
+				return d.Errf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, v)
 			}
 			h.HeartbeatFrame = v
 

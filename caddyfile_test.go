@@ -139,7 +139,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"heartbeat_text CR", "sse {\n\theartbeat_text \"a\rb\"\n}", 2, "heartbeat_text: must not contain CR, LF or NUL"},
 		{"heartbeat_text extra", "sse {\n\theartbeat_text a b\n}", 2, `heartbeat_text: one value expected, got extra "b"`},
 
-		{"heartbeat_frame bad", "sse {\n\theartbeat_frame both\n}", 2, `heartbeat_frame: must be "block" or "line", got "both"`},
+		{"heartbeat_frame bad", "sse {\n\theartbeat_frame both\n}", 2, `heartbeat_frame: must be "auto", "block" or "line", got "both"`},
 		{"heartbeat_frame missing", "sse {\n\theartbeat_frame\n}", 2, "heartbeat_frame: missing value"},
 
 		{"limit missing", "sse {\n\tlimit\n}", 2, "limit: want <max> [per <key>], got 0 arguments"},

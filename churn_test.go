@@ -230,13 +230,19 @@ func churnOne(client *http.Client, base string, i int, rng *rand.Rand, count fun
 		return
 	}
 	want := churnEvents(i, events)
+	// heartbeat_frame auto: a comment line for EventSource-style clients,
+	// a comment block for the others
+	frame := defaultFrame
+	if fetch {
+		frame = []byte(": heartbeat\n\n")
+	}
 	switch mode {
 	case "normal":
 		if err != nil {
 			fail("request %d: %v", i, err)
 			return
 		}
-		if err := matchStream(body, []byte(want), defaultFrame, false); err != nil {
+		if err := matchStream(body, []byte(want), frame, false); err != nil {
 			fail("request %d: %v", i, err)
 			return
 		}
@@ -246,7 +252,7 @@ func churnOne(client *http.Client, base string, i int, rng *rand.Rand, count fun
 			fail("request %d (%s): the stream ended cleanly, want an error: the upstream died mid-event", i, mode)
 			return
 		}
-		if err := matchStream(body, []byte(want+"data: cut sh"), defaultFrame, true); err != nil {
+		if err := matchStream(body, []byte(want+"data: cut sh"), frame, true); err != nil {
 			fail("request %d (%s): %v", i, mode, err)
 			return
 		}

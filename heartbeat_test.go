@@ -34,8 +34,9 @@ import (
 // stream beats after 80-100 % of it.
 const e2eInterval = 500 * time.Millisecond
 
-// beatFrame is the default heartbeat as the client sees it.
-const beatFrame = ": heartbeat\n\n"
+// beatFrame is the default heartbeat as the EventSource-style clients of
+// these tests see it (heartbeat_frame auto gives them the line frame).
+const beatFrame = ": heartbeat\n"
 
 // Through Caddy (encode gzip zstd + sse + reverse_proxy), with heartbeat
 // 500ms: quiet streams get beats, only between events; busy, disabled,

@@ -73,12 +73,17 @@ type Handler struct {
 	// Default: "heartbeat".
 	HeartbeatText string `json:"heartbeat_text,omitempty"`
 
-	// How a heartbeat is framed: "block" writes ": <text>\n\n", a comment
-	// followed by a blank line (clients that drop blocks not starting with
-	// "data:", such as @google/genai, need this); "line" writes
-	// ": <text>\n", a comment line alone (clients that dispatch an empty
-	// event on a lone blank line, such as older openai-python, need this).
-	// Default: "block".
+	// How a heartbeat, and the retry field sse writes when it ends or
+	// refuses a stream, is framed. "block" writes ": <text>\n\n", a comment
+	// followed by a blank line (clients that split the body at blank lines
+	// and drop or choke on a comment line glued to the next event, such as
+	// @google/genai, need this); "line" writes ": <text>\n", a comment line
+	// alone (clients that hand the application an empty message for every
+	// blank line, such as @microsoft/fetch-event-source, need this). "auto"
+	// chooses per request: "line" when the request's Accept lists
+	// text/event-stream (browsers' EventSource, the eventsource package,
+	// fetch-event-source), "block" otherwise (the LLM SDKs, which send
+	// application/json or */*). Default: "auto".
 	HeartbeatFrame string `json:"heartbeat_frame,omitempty"`
 
 	// Caps on concurrent streams. Every limit must admit a stream.
@@ -131,7 +136,7 @@ type Handler struct {
 	// runtime state
 	logger      *zap.Logger
 	heartbeat   time.Duration     // resolved Heartbeat; 0 means off
-	frame       []byte            // the heartbeat bytes written to the client
+	frames      [2][]byte         // the heartbeat bytes, by frameKind
 	types       []string          // lower-cased extra media types
 	zone        *zone             // limit counters, shared through zones (limits.go)
 	zoneKey     string            // key of zone in the zones pool
@@ -175,12 +180,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.HeartbeatText = defaultHeartbeatText
 	}
 	if h.HeartbeatFrame == "" {
-		h.HeartbeatFrame = frameBlock
+		h.HeartbeatFrame = frameAuto
 	}
-	h.frame = []byte(": " + h.HeartbeatText + "\n")
-	if h.HeartbeatFrame == frameBlock {
-		h.frame = append(h.frame, '\n')
-	}
+	h.frames[kindBlock] = []byte(": " + h.HeartbeatText + "\n\n")
+	h.frames[kindLine] = []byte(": " + h.HeartbeatText + "\n")
 	if h.Retry == 0 {
 		h.Retry = caddy.Duration(defaultRetry)
 	}
@@ -222,9 +225,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("heartbeat_text: %w", err)
 	}
 	switch h.HeartbeatFrame {
-	case "", frameBlock, frameLine:
+	case "", frameAuto, frameBlock, frameLine:
 	default:
-		return fmt.Errorf("heartbeat_frame: must be %q or %q, got %q", frameBlock, frameLine, h.HeartbeatFrame)
+		return fmt.Errorf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, h.HeartbeatFrame)
 	}
 	for i, t := range h.Types {
 		if err := checkMediaType(t); err != nil {
@@ -321,6 +324,7 @@ const (
 	defaultRetry         = 3 * time.Second
 	defaultLimitKey      = "{http.request.host}"
 
+	frameAuto  = "auto"
 	frameBlock = "block"
 	frameLine  = "line"
 )
