@@ -162,9 +162,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if dur == 0 {
-				return d.Errf("retry: must be more than 0")
+				return d.Errf("retry: %s", errRetryZero)
 			}
-			h.Retry = caddy.Duration(dur)
+			cd := caddy.Duration(dur)
+			h.Retry = &cd
 
 		case "refuse_status":
 			v, err := oneArg(d, sub)
@@ -172,8 +173,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			code, err := strconv.Atoi(v)
-			if err != nil || code < 400 || code > 599 {
-				return d.Errf("refuse_status: want a 4xx or 5xx status code, got %q", v)
+			if err != nil || !validRefuseStatus(code) {
+				return d.Errf("refuse_status: %s, got %q", errRefuseStatus, v)
 			}
 			h.RefuseStatus = code
 
@@ -241,7 +242,7 @@ func oneArg(d *caddyfile.Dispenser, sub string) (string, error) {
 func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
-		return 0, d.Errf("%s: invalid duration %q", sub, v)
+		return 0, d.Errf("%s: %s", sub, durationHint(sub, v))
 	}
 	if dur < 0 {
 		return 0, d.Errf("%s: must not be negative, got %s", sub, v)

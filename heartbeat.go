@@ -225,7 +225,7 @@ func (h *Handler) retryField(k frameKind) []byte {
 // retryHint is Retry with jitter, so clients told to come back together do
 // not all come back at once.
 func (h *Handler) retryHint() time.Duration {
-	return jitterUp(time.Duration(h.Retry), 0.5)
+	return jitterUp(h.retry, 0.5)
 }
 
 // jitterDown returns d scaled by a random factor in [1-spread, 1].

@@ -818,7 +818,7 @@ func TestLimitValidateJSON(t *testing.T) {
 // up to 50 % above it, so clients refused together do not all come back
 // at once, and never below it. Issue 4.
 func TestLimitRetryHintJitter(t *testing.T) {
-	h, _ := limHandler(t, &Handler{Retry: caddy.Duration(2 * time.Second)})
+	h, _ := limHandler(t, &Handler{Retry: ptr(caddy.Duration(2 * time.Second))})
 	seen := map[int64]bool{}
 	for range 1000 {
 		m := retryFieldRE.FindSubmatch(h.retryField(kindBlock))

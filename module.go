@@ -26,6 +26,7 @@
 package caddysse
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -97,8 +98,9 @@ type Handler struct {
 
 	// The reconnection time sent in a "retry:" field when a stream is
 	// refused or ended by this handler. Each hint is jittered up to 50 %
-	// above this value. Default: 3s.
-	Retry caddy.Duration `json:"retry,omitempty"`
+	// above this value. Default: 3s. It must be more than 0: "retry: 0"
+	// would make every refused client reconnect at once.
+	Retry *caddy.Duration `json:"retry,omitempty"`
 
 	// The status returned to clients that are not EventSource-style (not a
 	// GET whose Accept lists text/event-stream) when a limit refuses their
@@ -136,6 +138,7 @@ type Handler struct {
 	// runtime state
 	logger      *zap.Logger
 	heartbeat   time.Duration     // resolved Heartbeat; 0 means off
+	retry       time.Duration     // resolved Retry
 	frames      [2][]byte         // the heartbeat bytes, by frameKind
 	types       []string          // lower-cased extra media types
 	zone        *zone             // limit counters, shared through zones (limits.go)
@@ -184,8 +187,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.frames[kindBlock] = []byte(": " + h.HeartbeatText + "\n\n")
 	h.frames[kindLine] = []byte(": " + h.HeartbeatText + "\n")
-	if h.Retry == 0 {
-		h.Retry = caddy.Duration(defaultRetry)
+	h.retry = defaultRetry
+	if h.Retry != nil {
+		h.retry = time.Duration(*h.Retry)
 	}
 	if h.RefuseStatus == 0 {
 		h.RefuseStatus = http.StatusServiceUnavailable
@@ -242,11 +246,18 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("limits[%d].per: %w", i, err)
 		}
 	}
+	if h.Retry != nil {
+		if err := checkDuration(*h.Retry); err != nil {
+			return fmt.Errorf("retry: %w", err)
+		}
+		if *h.Retry == 0 {
+			return fmt.Errorf("retry: %s", errRetryZero)
+		}
+	}
 	for _, d := range []struct {
 		field string
 		val   caddy.Duration
 	}{
-		{"retry", h.Retry},
 		{"max_duration", h.MaxDuration},
 		{"idle_timeout", h.IdleTimeout},
 		{"drain_on_reload", h.DrainOnReload},
@@ -255,8 +266,8 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s: %w", d.field, err)
 		}
 	}
-	if h.RefuseStatus != 0 && (h.RefuseStatus < 400 || h.RefuseStatus > 599) {
-		return fmt.Errorf("refuse_status: must be a 4xx or 5xx status, got %d", h.RefuseStatus)
+	if h.RefuseStatus != 0 && !validRefuseStatus(h.RefuseStatus) {
+		return fmt.Errorf("refuse_status: %s, got %d", errRefuseStatus, h.RefuseStatus)
 	}
 	return nil
 }
@@ -297,6 +308,62 @@ func checkHeartbeatText(s string) error {
 }
 
 // checkMediaType accepts a bare media type such as application/x-ndjson.
+// validRefuseStatus reports whether code may answer a refused stream.
+func validRefuseStatus(code int) bool { return code >= 400 && code <= 599 }
+
+// Wordings shared by the Caddyfile and JSON paths, so a mistake reads the
+// same whichever way the config was written.
+const (
+	errRefuseStatus = "must be a 4xx or 5xx status code, such as 503 or 429"
+	errRetryZero    = "must be more than 0 (a client told \"retry: 0\" reconnects at once)"
+)
+
+// durationHint explains why v is not a duration of field: a bare number
+// most often means a unit was left out.
+func durationHint(field, v string) string {
+	if v != "" && strings.Trim(v, "0123456789") == "" && v != "0" {
+		hint := fmt.Sprintf("invalid duration %q: a duration needs a unit, such as %ss", v, v)
+		if field == "heartbeat" {
+			hint += `, or "off"`
+		}
+		return hint
+	}
+	return fmt.Sprintf("invalid duration %q", v)
+}
+
+// durationFields are the Handler's JSON fields of type caddy.Duration.
+var durationFields = [...]string{"heartbeat", "retry", "max_duration", "idle_timeout", "drain_on_reload"}
+
+// UnmarshalJSON decodes h strictly, as Caddy does, and names the field of a
+// bad duration: encoding/json reports only `time: invalid duration "abc"`.
+func (h *Handler) UnmarshalJSON(b []byte) error {
+	type plain Handler // without this method
+	err := caddy.StrictUnmarshalJSON(b, (*plain)(h))
+	if err == nil {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil {
+		return err
+	}
+	for _, name := range durationFields {
+		raw, ok := fields[name]
+		if !ok {
+			continue
+		}
+		var d caddy.Duration
+		if json.Unmarshal(raw, &d) == nil {
+			continue
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return fmt.Errorf("%s: %s", name, durationHint(name, s))
+		}
+		return fmt.Errorf("%s: want a duration string such as \"15s\", or a number of nanoseconds, got %s", name, raw)
+	}
+	return err
+}
+
 func checkMediaType(s string) error {
 	mt, params, err := mime.ParseMediaType(s)
 	if err != nil {
