@@ -44,7 +44,8 @@ func TestBadCaddyfileConfig(t *testing.T) {
 		{"heartbeat zero is off", "heartbeat 0", 0, ""},
 		{"heartbeat off", "heartbeat off", 0, ""},
 		{"heartbeat non-numeric", "heartbeat soon", 3, `heartbeat: invalid duration "soon"`},
-		{"heartbeat unitless", "heartbeat 15", 3, `heartbeat: invalid duration "15"`},
+		{"heartbeat unitless", "heartbeat 15", 3, `heartbeat: invalid duration "15": a duration needs a unit, such as 15s, or "off"`},
+		{"retry unitless", "retry 3", 3, `retry: invalid duration "3": a duration needs a unit, such as 3s`},
 		{"heartbeat absurd", "heartbeat 1000000h", 3, "heartbeat: 1000000h is longer than"},
 		{"heartbeat overflow", "heartbeat 99999999999999999999h", 3, "heartbeat: invalid duration"},
 
@@ -58,7 +59,7 @@ func TestBadCaddyfileConfig(t *testing.T) {
 
 		{"heartbeat_frame missing", "heartbeat_frame", 3, "heartbeat_frame: missing value"},
 		{"heartbeat_frame extra", "heartbeat_frame block line", 3, "heartbeat_frame: one value expected"},
-		{"heartbeat_frame bad", "heartbeat_frame blocks", 3, `heartbeat_frame: must be "block" or "line", got "blocks"`},
+		{"heartbeat_frame bad", "heartbeat_frame blocks", 3, `heartbeat_frame: must be "auto", "block" or "line", got "blocks"`},
 
 		{"limit missing", "limit", 3, "limit: want <max> [per <key>], got 0 arguments"},
 		{"limit extra", "limit 1 per {http.request.host} more", 3, "limit: want <max> [per <key>], got 4 arguments"},
@@ -84,16 +85,17 @@ func TestBadCaddyfileConfig(t *testing.T) {
 		{"retry extra", "retry 1s 2s", 3, "retry: one value expected"},
 		{"retry negative", "retry -1s", 3, "retry: must not be negative"},
 		{"retry zero", "retry 0s", 3, "retry: must be more than 0"},
+		{"retry bare zero", "retry 0", 3, "retry: must be more than 0"},
 		{"retry non-numeric", "retry later", 3, `retry: invalid duration "later"`},
 		{"retry absurd", "retry 1000000h", 3, "retry: 1000000h is longer than"},
 
 		{"refuse_status missing", "refuse_status", 3, "refuse_status: missing value"},
 		{"refuse_status extra", "refuse_status 503 429", 3, "refuse_status: one value expected"},
-		{"refuse_status negative", "refuse_status -503", 3, `refuse_status: want a 4xx or 5xx status code, got "-503"`},
-		{"refuse_status zero", "refuse_status 0", 3, `refuse_status: want a 4xx or 5xx status code, got "0"`},
-		{"refuse_status non-numeric", "refuse_status busy", 3, `refuse_status: want a 4xx or 5xx status code, got "busy"`},
-		{"refuse_status absurd", "refuse_status 99999999999999999999", 3, "refuse_status: want a 4xx or 5xx status code"},
-		{"refuse_status success", "refuse_status 200", 3, `refuse_status: want a 4xx or 5xx status code, got "200"`},
+		{"refuse_status negative", "refuse_status -503", 3, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "-503"`},
+		{"refuse_status zero", "refuse_status 0", 3, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "0"`},
+		{"refuse_status non-numeric", "refuse_status busy", 3, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "busy"`},
+		{"refuse_status absurd", "refuse_status 99999999999999999999", 3, "refuse_status: must be a 4xx or 5xx status code, such as 503 or 429"},
+		{"refuse_status success", "refuse_status 200", 3, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "200"`},
 
 		{"upstream_errors missing", "upstream_errors", 3, "upstream_errors: missing value"},
 		{"upstream_errors extra", "upstream_errors pass retry", 3, "upstream_errors: one value expected"},
@@ -193,9 +195,17 @@ func TestBadJSONConfig(t *testing.T) {
 		{"absurd heartbeat", `"heartbeat": "1000000h"`, "heartbeat"},
 		{"heartbeat that overflows the clock", `"heartbeat": "2562047h"`, "heartbeat"},
 		{"heartbeat too large a number", `"heartbeat": 9223372036854775807`, "heartbeat"},
-		// encoding/json does not say which field a caddy.Duration came
-		// from; the error quotes the value and names the module
-		{"non-numeric heartbeat", `"heartbeat": "soon"`, `http.handlers.sse: time: invalid duration "soon"`},
+		// encoding/json alone would not say which field a caddy.Duration
+		// came from ("time: invalid duration"); sse names it
+		{"non-numeric heartbeat", `"heartbeat": "soon"`, `heartbeat: invalid duration "soon"`},
+		{"unitless heartbeat", `"heartbeat": "15"`, `heartbeat: invalid duration "15": a duration needs a unit, such as 15s`},
+		{"non-numeric retry", `"retry": "abc"`, `retry: invalid duration "abc"`},
+		{"non-numeric max_duration", `"max_duration": "1 hour"`, `max_duration: invalid duration "1 hour"`},
+		{"non-numeric idle_timeout", `"idle_timeout": "x"`, `idle_timeout: invalid duration "x"`},
+		{"non-numeric drain_on_reload", `"drain_on_reload": "x"`, `drain_on_reload: invalid duration "x"`},
+		{"retry of the wrong type", `"retry": [1]`, `retry: want a duration string such as "15s"`},
+		{"retry 0", `"retry": 0`, `retry: must be more than 0`},
+		{"retry 0s", `"retry": "0s"`, `retry: must be more than 0`},
 		{"heartbeat of the wrong type", `"heartbeat": true`, "heartbeat"},
 		{"heartbeat_text with a newline", `"heartbeat_text": "a\nb"`, "heartbeat_text"},
 		{"heartbeat_text with NUL", `"heartbeat_text": "a\u0000b"`, "heartbeat_text"},
@@ -219,7 +229,7 @@ func TestBadJSONConfig(t *testing.T) {
 		{"absurd idle_timeout", `"idle_timeout": "1000000h"`, "idle_timeout"},
 		{"negative drain_on_reload", `"drain_on_reload": "-1s"`, "drain_on_reload"},
 		{"absurd drain_on_reload", `"drain_on_reload": "1000000h"`, "drain_on_reload"},
-		{"refuse_status 200", `"refuse_status": 200`, "refuse_status"},
+		{"refuse_status 200", `"refuse_status": 200`, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got 200`},
 		{"refuse_status a string", `"refuse_status": "503"`, "refuse_status"},
 		{"unknown field", `"heartbeet": "1s"`, "heartbeet"},
 	} {

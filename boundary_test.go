@@ -322,7 +322,7 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 // with nothing sent.
 func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 	t.Helper()
-	res := scriptResult{frame: h.frame}
+	res := scriptResult{frame: h.frames[h.frameFor(false)]}
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/events", nil)
 	var sw *streamWriter
@@ -372,29 +372,6 @@ func fireIdleTimer(sw *streamWriter) {
 // newPropRand returns a deterministic random source for property tests.
 func newPropRand(seed uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// streamTokens are the pieces random event streams are built from: field
-// names, separators, every line end, BOM bytes, NUL, non-ASCII text and
-// comments.
-var streamTokens = []string{
-	"data", "data:", "data: ", "event: ", "id: ", "id:", "retry: ", "retry:", ":", " ", ": c",
-	"x", "yz", "message", "1", "42", "\x00", "é", "\xff", "\xEF\xBB\xBF", "\xEF", "\xBB\xBF",
-	"\n", "\n", "\n", "\r", "\r", "\r\n", "\r\n", "\n\n", "\r\r", "\r\n\r\n",
-	"data: x\n\n", "id: 7\ndata: y\n\n", "event: e\ndata: z\r\n\r\n",
-}
-
-// randomStream returns a random, mostly SSE-shaped byte stream; one in four
-// starts with a BOM.
-func randomStream(rng *rand.Rand) []byte {
-	var b []byte
-	if rng.IntN(4) == 0 {
-		b = append(b, utf8BOM...)
-	}
-	for range rng.IntN(40) {
-		b = append(b, streamTokens[rng.IntN(len(streamTokens))]...)
-	}
-	return b
 }
 
 // randomSplit cuts b into writes of random sizes, none empty.

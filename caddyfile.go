@@ -46,7 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    types           <media-type>...
 //	    heartbeat       <interval>|off
 //	    heartbeat_text  <text>
-//	    heartbeat_frame block|line
+//	    heartbeat_frame auto|block|line
 //	    limit           <max> [per <key>]
 //	    zone            <name>
 //	    retry           <duration>
@@ -116,8 +116,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if v != frameBlock && v != frameLine {
-				return d.Errf("heartbeat_frame: must be %q or %q, got %q", frameBlock, frameLine, v)
+			if v != frameAuto && v != frameBlock && v != frameLine {
+				return d.Errf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, v)
 			}
 			h.HeartbeatFrame = v
 
@@ -162,9 +162,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if dur == 0 {
-				return d.Errf("retry: must be more than 0")
+				return d.Errf("retry: %s", errRetryZero)
 			}
-			h.Retry = caddy.Duration(dur)
+			cd := caddy.Duration(dur)
+			h.Retry = &cd
 
 		case "refuse_status":
 			v, err := oneArg(d, sub)
@@ -172,8 +173,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			code, err := strconv.Atoi(v)
-			if err != nil || code < 400 || code > 599 {
-				return d.Errf("refuse_status: want a 4xx or 5xx status code, got %q", v)
+			if err != nil || !validRefuseStatus(code) {
+				return d.Errf("refuse_status: %s, got %q", errRefuseStatus, v)
 			}
 			h.RefuseStatus = code
 
@@ -241,7 +242,7 @@ func oneArg(d *caddyfile.Dispenser, sub string) (string, error) {
 func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
-		return 0, d.Errf("%s: invalid duration %q", sub, v)
+		return 0, d.Errf("%s: %s", sub, durationHint(sub, v))
 	}
 	if dur < 0 {
 		return 0, d.Errf("%s: must not be negative, got %s", sub, v)

@@ -50,7 +50,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"limits repeat", "sse {\n\tlimit 100\n\tlimit 3 per {http.request.header.Authorization}\n}",
 			Handler{Limits: []Limit{{Max: 100}, {Max: 3, Per: "{http.request.header.Authorization}"}}}},
 		{"zone", "sse {\n\tzone shared\n}", Handler{Zone: "shared"}},
-		{"retry", "sse {\n\tretry 500ms\n}", Handler{Retry: caddy.Duration(500 * time.Millisecond)}},
+		{"retry", "sse {\n\tretry 500ms\n}", Handler{Retry: ptr(caddy.Duration(500 * time.Millisecond))}},
 		{"refuse_status", "sse {\n\trefuse_status 429\n}", Handler{RefuseStatus: 429}},
 		{"upstream_errors pass", "sse {\n\tupstream_errors pass\n}", Handler{PassUpstreamErrors: true}},
 		{"upstream_errors retry", "sse {\n\tupstream_errors retry\n}", Handler{}},
@@ -80,7 +80,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			HeartbeatFrame:     "line",
 			Limits:             []Limit{{Max: 1000}, {Max: 5, Per: "{http.request.remote.host}"}},
 			Zone:               "api",
-			Retry:              caddy.Duration(2 * time.Second),
+			Retry:              ptr(caddy.Duration(2 * time.Second)),
 			RefuseStatus:       503,
 			PassUpstreamErrors: true,
 			LogKey:             true,
@@ -139,7 +139,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"heartbeat_text CR", "sse {\n\theartbeat_text \"a\rb\"\n}", 2, "heartbeat_text: must not contain CR, LF or NUL"},
 		{"heartbeat_text extra", "sse {\n\theartbeat_text a b\n}", 2, `heartbeat_text: one value expected, got extra "b"`},
 
-		{"heartbeat_frame bad", "sse {\n\theartbeat_frame both\n}", 2, `heartbeat_frame: must be "block" or "line", got "both"`},
+		{"heartbeat_frame bad", "sse {\n\theartbeat_frame both\n}", 2, `heartbeat_frame: must be "auto", "block" or "line", got "both"`},
 		{"heartbeat_frame missing", "sse {\n\theartbeat_frame\n}", 2, "heartbeat_frame: missing value"},
 
 		{"limit missing", "sse {\n\tlimit\n}", 2, "limit: want <max> [per <key>], got 0 arguments"},
@@ -163,9 +163,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"retry negative", "sse {\n\tretry -3s\n}", 2, "retry: must not be negative"},
 		{"retry extra", "sse {\n\tretry 1s 2s\n}", 2, `retry: one value expected, got extra "2s"`},
 
-		{"refuse_status 200", "sse {\n\trefuse_status 200\n}", 2, `refuse_status: want a 4xx or 5xx status code, got "200"`},
-		{"refuse_status 600", "sse {\n\trefuse_status 600\n}", 2, `refuse_status: want a 4xx or 5xx status code, got "600"`},
-		{"refuse_status word", "sse {\n\trefuse_status busy\n}", 2, `refuse_status: want a 4xx or 5xx status code, got "busy"`},
+		{"refuse_status 200", "sse {\n\trefuse_status 200\n}", 2, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "200"`},
+		{"refuse_status 600", "sse {\n\trefuse_status 600\n}", 2, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "600"`},
+		{"refuse_status word", "sse {\n\trefuse_status busy\n}", 2, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "busy"`},
 
 		{"upstream_errors bad", "sse {\n\tupstream_errors ignore\n}", 2, `upstream_errors: must be "retry" or "pass", got "ignore"`},
 		{"upstream_errors missing", "sse {\n\tupstream_errors\n}", 2, "upstream_errors: missing value"},
@@ -276,8 +276,16 @@ func TestAdaptGolden(t *testing.T) {
 
 			// each sse handler as adapted is a valid config
 			for i, raw := range sseHandlers(t, out) {
+				// as Caddy loads it: the module name key is taken out
+				// (getModuleNameInline), the rest decoded strictly
+				var fields map[string]json.RawMessage
+				if err := json.Unmarshal(raw, &fields); err != nil {
+					t.Fatal(err)
+				}
+				delete(fields, "handler")
+				rest, _ := json.Marshal(fields)
 				var h Handler
-				if err := json.Unmarshal(raw, &h); err != nil {
+				if err := json.Unmarshal(rest, &h); err != nil {
 					t.Fatalf("sse handler %d: %v", i, err)
 				}
 				if err := h.Validate(); err != nil {

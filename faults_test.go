@@ -23,8 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// defaultFrame is the heartbeat the module writes by default.
-var defaultFrame = []byte(": heartbeat\n\n")
+// defaultFrame is the heartbeat the module writes by default to the
+// EventSource-style clients of these tests (heartbeat_frame auto: their
+// Accept lists text/event-stream, so the line frame).
+var defaultFrame = []byte(": heartbeat\n")
 
 // matchStream checks that got is sent with only heartbeat frames added,
 // and only where sent is between events (at its start, or after a blank

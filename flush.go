@@ -52,6 +52,7 @@ type streamWriter struct {
 	rc         *http.ResponseController // flushes the wrapped writer
 	start      time.Time                // when ServeHTTP began
 	eventSrc   bool                     // GET whose Accept lists text/event-stream
+	frame      frameKind                // how heartbeats and retry fields are framed for this client
 	mode       mode
 	status     int
 	sse        bool          // Content-Type is text/event-stream (not an extra type)
@@ -358,6 +359,10 @@ func repairHeader(hdr http.Header) {
 	// nginx reads this and turns proxy_buffering off for this response
 	// (ngx_http_proxy_module, "X-Accel-Buffering"); it does not forward it
 	hdr["X-Accel-Buffering"] = []string{"no"}
+	// the standard form of the same request to every intermediary: forward
+	// the response as it arrives (RFC 10036). Caddy v2.11.9 honours it too
+	// (caddyhttp.IsIncremental: reverse_proxy skips response_buffers for it)
+	hdr["Incremental"] = []string{"?1"}
 	delete(hdr, "Content-Length")
 	stripHopByHop(hdr)
 }
@@ -438,7 +443,7 @@ func stripHopByHop(hdr http.Header) {
 func clearRepresentation(hdr http.Header) {
 	for _, name := range [...]string{
 		"Content-Type", "Content-Length", "Content-Encoding", "Content-Language",
-		"Cache-Control", "Etag", "Last-Modified", "X-Accel-Buffering",
+		"Cache-Control", "Etag", "Last-Modified", "X-Accel-Buffering", "Incremental",
 	} {
 		delete(hdr, name)
 	}

@@ -490,6 +490,7 @@ func TestStreamHeaderFlushedBeforeFirstEvent(t *testing.T) {
 				"Content-Type":      {tc.ct},
 				"Cache-Control":     {"private, no-cache, no-transform"},
 				"X-Accel-Buffering": {"no"},
+				"Incremental":       {"?1"},
 			}
 			if !reflect.DeepEqual(hdr, wantHdr) {
 				t.Errorf("header sent = %v, want %v", hdr, wantHdr)
@@ -569,6 +570,7 @@ func TestFlushBeforeWriteHeader(t *testing.T) {
 			"Content-Type":      {"text/event-stream"},
 			"Cache-Control":     {"no-cache, no-transform"},
 			"X-Accel-Buffering": {"no"},
+			"Incremental":       {"?1"},
 		}},
 		{"not a stream", "text/plain", http.Header{
 			"Content-Type":   {"text/plain"},

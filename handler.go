@@ -28,7 +28,8 @@ import (
 // EventSource-style requests before they reach the upstream, and answers
 // refusals and upstream failures in a way such clients survive.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
-	eventSrc := isEventSourceRequest(r)
+	acceptsSSE := acceptsEventStream(r)
+	eventSrc := acceptsSSE && r.Method == http.MethodGet
 	if eventSrc {
 		// the upstream must not compress the stream: it would get no
 		// heartbeats, and nothing could be added to it. "identity", not
@@ -45,6 +46,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		cancel:                cancel,
 		start:                 time.Now(),
 		eventSrc:              eventSrc,
+		frame:                 h.frameFor(acceptsSSE),
 	}
 
 	if eventSrc && h.zone != nil {
@@ -91,7 +93,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 			// instead of letting a 502/503/504 kill it for good
 			metrics.refused.WithLabelValues("upstream").Inc()
 			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
-			h.writeRetryAnswer(sw.ResponseWriter)
+			h.writeRetryAnswer(sw.ResponseWriter, sw.frame)
 			return nil
 		}
 		return err
@@ -148,9 +150,11 @@ func isUpstreamFailure(err error) bool {
 // a GET whose Accept lists text/event-stream. Such clients treat any status
 // but 200 as fatal (WHATWG HTML, 9.2.3).
 func isEventSourceRequest(r *http.Request) bool {
-	if r.Method != http.MethodGet {
-		return false
-	}
+	return r.Method == http.MethodGet && acceptsEventStream(r)
+}
+
+// acceptsEventStream reports whether r's Accept lists text/event-stream.
+func acceptsEventStream(r *http.Request) bool {
 	for _, v := range r.Header["Accept"] {
 		for len(v) > 0 {
 			var item string

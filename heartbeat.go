@@ -65,7 +65,7 @@ func (sw *streamWriter) beatLocked() {
 	if !sw.upstreamed {
 		sw.ownFirst = true
 	}
-	if _, err := sw.writeLocked(sw.h.frame); err != nil {
+	if _, err := sw.writeLocked(sw.h.frames[sw.frame]); err != nil {
 		return
 	}
 	// a comment line adds nothing to an event: the stream is still
@@ -82,7 +82,7 @@ func (sw *streamWriter) beatLocked() {
 // handlers, so the upstream sees its client go away. sw.mu must be held.
 func (sw *streamWriter) endLocked(why endReason) {
 	if sw.sse && !sw.encoded && sw.boundary.atBoundary(true) {
-		_, _ = sw.writeLocked(sw.h.retryField())
+		_, _ = sw.writeLocked(sw.h.retryField(sw.frame))
 	}
 	sw.ended = why
 	sw.cancel(errStreamEnded)
@@ -170,14 +170,53 @@ func (sw *streamWriter) scheduleEnd(why endReason, at int64) {
 	sw.timer.Reset(0)
 }
 
+// frameKind is how one stream's heartbeats and retry fields are framed.
+type frameKind uint8
+
+const (
+	kindBlock frameKind = iota // ": <text>\n\n": a comment, then a blank line
+	kindLine                   // ": <text>\n": a comment line alone
+)
+
+func (k frameKind) String() string {
+	if k == kindLine {
+		return frameLine
+	}
+	return frameBlock
+}
+
+// frameFor picks the frame of a request's heartbeats and retry fields.
+// "auto" gives the line frame to clients whose Accept lists
+// text/event-stream (acceptsSSE): browsers'
+// EventSource and the eventsource package (both fine with either frame) and
+// @microsoft/fetch-event-source, which hands the application an empty
+// message for every blank line (its parse.js, getMessages), so a block
+// frame breaks an app that JSON-parses each message. Every other client
+// gets the block frame: the LLM SDKs send application/json or */*, and
+// @google/genai splits the body at blank lines and keeps only blocks that
+// start with "data:", so a comment line glued to the next event would drop
+// that event (DESIGN.md, section 8).
+func (h *Handler) frameFor(acceptsSSE bool) frameKind {
+	switch h.HeartbeatFrame {
+	case frameLine:
+		return kindLine
+	case frameBlock:
+		return kindBlock
+	}
+	if acceptsSSE {
+		return kindLine
+	}
+	return kindBlock
+}
+
 // retryField returns a "retry:" field with the handler's reconnection time,
-// jittered up to 50 % above it, framed like the heartbeats.
-func (h *Handler) retryField() []byte {
+// jittered up to 50 % above it, framed like the stream's heartbeats.
+func (h *Handler) retryField(k frameKind) []byte {
 	b := make([]byte, 0, 24)
 	b = append(b, "retry: "...)
 	b = strconv.AppendInt(b, h.retryHint().Milliseconds(), 10)
 	b = append(b, '\n')
-	if h.HeartbeatFrame != frameLine {
+	if k == kindBlock {
 		b = append(b, '\n')
 	}
 	return b
@@ -186,7 +225,7 @@ func (h *Handler) retryField() []byte {
 // retryHint is Retry with jitter, so clients told to come back together do
 // not all come back at once.
 func (h *Handler) retryHint() time.Duration {
-	return jitterUp(time.Duration(h.Retry), 0.5)
+	return jitterUp(h.retry, 0.5)
 }
 
 // jitterDown returns d scaled by a random factor in [1-spread, 1].

@@ -34,8 +34,9 @@ import (
 // stream beats after 80-100 % of it.
 const e2eInterval = 500 * time.Millisecond
 
-// beatFrame is the default heartbeat as the client sees it.
-const beatFrame = ": heartbeat\n\n"
+// beatFrame is the default heartbeat as the EventSource-style clients of
+// these tests see it (heartbeat_frame auto gives them the line frame).
+const beatFrame = ": heartbeat\n"
 
 // Through Caddy (encode gzip zstd + sse + reverse_proxy), with heartbeat
 // 500ms: quiet streams get beats, only between events; busy, disabled,
@@ -111,7 +112,7 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 				if !body.waitFor(func(s string) bool { return strings.Contains(s, "data: done\n\n") }, 10*time.Second) {
 					t.Fatalf("no event after release; got %q", body.String())
 				}
-				if got := parseEventStream(body.bytes()).Events; !slices.Equal(got, []sseEvent{{"message", "done", ""}}) {
+				if got := parseEventStream(body.bytes()).Events; !slices.Equal(got, []sseEvent{{Type: "message", Data: "done", ID: ""}}) {
 					t.Errorf("events %v, want the one event; body %q", got, body.String())
 				}
 			})
@@ -152,7 +153,7 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 		if want := "data: a\ndata: b\n\n" + beatFrame; !strings.HasPrefix(body.String(), want) {
 			t.Errorf("body = %q, want it to start with %q: no beat inside the event", body.String(), want)
 		}
-		if got := parseEventStream(body.bytes()).Events; !slices.Equal(got, []sseEvent{{"message", "a\nb", ""}}) {
+		if got := parseEventStream(body.bytes()).Events; !slices.Equal(got, []sseEvent{{Type: "message", Data: "a\nb", ID: ""}}) {
 			t.Errorf("events %v, want one event with data \"a\\nb\"", got)
 		}
 	})
@@ -244,7 +245,7 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 		if !body.waitFor(func(s string) bool { return strings.Contains(s, "data: second\n\n") }, 10*time.Second) {
 			t.Fatalf("events did not arrive; got %q", body.String())
 		}
-		want := []sseEvent{{"message", "first", ""}, {"message", "second", ""}}
+		want := []sseEvent{{Type: "message", Data: "first", ID: ""}, {Type: "message", Data: "second", ID: ""}}
 		if got := parseEventStream(body.bytes()).Events; !slices.Equal(got, want) {
 			t.Errorf("events %v, want %v; body %q", got, want, body.String())
 		}
@@ -303,7 +304,7 @@ func TestHeartbeatEndToEnd(t *testing.T) {
 				}
 				got := readAllWithin(t, res.Body, 20*time.Second)
 				raw := <-sent
-				want := []sseEvent{{"message", "one", ""}, {"message", "two", ""}}
+				want := []sseEvent{{Type: "message", Data: "one", ID: ""}, {Type: "message", Data: "two", ID: ""}}
 				if tc.wantEncoding == "" {
 					if events := parseEventStream([]byte(got)).Events; !slices.Equal(events, want) {
 						t.Errorf("events %v, want %v; body %q", events, want, got)

@@ -192,7 +192,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) er
 	}
 	h.logger.Info("stream limit reached", fields...)
 	if sw.eventSrc {
-		h.writeRetryAnswer(w)
+		h.writeRetryAnswer(w, sw.frame)
 		return nil
 	}
 	secs := int(math.Ceil(h.retryHint().Seconds()))
@@ -202,13 +202,13 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) er
 
 // writeRetryAnswer writes the response that tells an EventSource to come
 // back later: 200, text/event-stream, a retry field, end.
-func (h *Handler) writeRetryAnswer(w http.ResponseWriter) {
+func (h *Handler) writeRetryAnswer(w http.ResponseWriter, k frameKind) {
 	hdr := w.Header()
 	clearRepresentation(hdr)
 	hdr.Set("Content-Type", "text/event-stream")
 	repairHeader(hdr)
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(h.retryField())
+	_, _ = w.Write(h.retryField(k))
 }
 
 // checkLimitKey rejects keys that would count every request the same,

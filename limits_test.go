@@ -818,12 +818,12 @@ func TestLimitValidateJSON(t *testing.T) {
 // up to 50 % above it, so clients refused together do not all come back
 // at once, and never below it. Issue 4.
 func TestLimitRetryHintJitter(t *testing.T) {
-	h, _ := limHandler(t, &Handler{Retry: caddy.Duration(2 * time.Second)})
+	h, _ := limHandler(t, &Handler{Retry: ptr(caddy.Duration(2 * time.Second))})
 	seen := map[int64]bool{}
 	for range 1000 {
-		m := retryFieldRE.FindSubmatch(h.retryField())
+		m := retryFieldRE.FindSubmatch(h.retryField(kindBlock))
 		if m == nil {
-			t.Fatalf("retryField() = %q, want one retry field", h.retryField())
+			t.Fatalf("retryField() = %q, want one retry field", h.retryField(kindBlock))
 		}
 		ms, _ := strconv.ParseInt(string(m[1]), 10, 64)
 		if ms < 2000 || ms > 3000 {
@@ -1046,7 +1046,9 @@ func limReadAll(t testing.TB, body io.Reader) string {
 	}
 }
 
-var retryFieldRE = regexp.MustCompile(`^retry: ([0-9]+)\n\n$`)
+// retryFieldRE is a retry field alone, in either frame: the line frame for
+// EventSource-style clients (heartbeat_frame auto), the block frame for others.
+var retryFieldRE = regexp.MustCompile(`^retry: ([0-9]+)\n\n?$`)
 
 // limCheckRetryAnswer checks the answer an EventSource gets when it must
 // come back later: 200, text/event-stream, exactly one retry field of

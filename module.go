@@ -26,6 +26,7 @@
 package caddysse
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -73,12 +74,17 @@ type Handler struct {
 	// Default: "heartbeat".
 	HeartbeatText string `json:"heartbeat_text,omitempty"`
 
-	// How a heartbeat is framed: "block" writes ": <text>\n\n", a comment
-	// followed by a blank line (clients that drop blocks not starting with
-	// "data:", such as @google/genai, need this); "line" writes
-	// ": <text>\n", a comment line alone (clients that dispatch an empty
-	// event on a lone blank line, such as older openai-python, need this).
-	// Default: "block".
+	// How a heartbeat, and the retry field sse writes when it ends or
+	// refuses a stream, is framed. "block" writes ": <text>\n\n", a comment
+	// followed by a blank line (clients that split the body at blank lines
+	// and drop or choke on a comment line glued to the next event, such as
+	// @google/genai, need this); "line" writes ": <text>\n", a comment line
+	// alone (clients that hand the application an empty message for every
+	// blank line, such as @microsoft/fetch-event-source, need this). "auto"
+	// chooses per request: "line" when the request's Accept lists
+	// text/event-stream (browsers' EventSource, the eventsource package,
+	// fetch-event-source), "block" otherwise (the LLM SDKs, which send
+	// application/json or */*). Default: "auto".
 	HeartbeatFrame string `json:"heartbeat_frame,omitempty"`
 
 	// Caps on concurrent streams. Every limit must admit a stream.
@@ -92,8 +98,9 @@ type Handler struct {
 
 	// The reconnection time sent in a "retry:" field when a stream is
 	// refused or ended by this handler. Each hint is jittered up to 50 %
-	// above this value. Default: 3s.
-	Retry caddy.Duration `json:"retry,omitempty"`
+	// above this value. Default: 3s. It must be more than 0: "retry: 0"
+	// would make every refused client reconnect at once.
+	Retry *caddy.Duration `json:"retry,omitempty"`
 
 	// The status returned to clients that are not EventSource-style (not a
 	// GET whose Accept lists text/event-stream) when a limit refuses their
@@ -131,7 +138,8 @@ type Handler struct {
 	// runtime state
 	logger      *zap.Logger
 	heartbeat   time.Duration     // resolved Heartbeat; 0 means off
-	frame       []byte            // the heartbeat bytes written to the client
+	retry       time.Duration     // resolved Retry
+	frames      [2][]byte         // the heartbeat bytes, by frameKind
 	types       []string          // lower-cased extra media types
 	zone        *zone             // limit counters, shared through zones (limits.go)
 	zoneKey     string            // key of zone in the zones pool
@@ -175,14 +183,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.HeartbeatText = defaultHeartbeatText
 	}
 	if h.HeartbeatFrame == "" {
-		h.HeartbeatFrame = frameBlock
+		h.HeartbeatFrame = frameAuto
 	}
-	h.frame = []byte(": " + h.HeartbeatText + "\n")
-	if h.HeartbeatFrame == frameBlock {
-		h.frame = append(h.frame, '\n')
-	}
-	if h.Retry == 0 {
-		h.Retry = caddy.Duration(defaultRetry)
+	h.frames[kindBlock] = []byte(": " + h.HeartbeatText + "\n\n")
+	h.frames[kindLine] = []byte(": " + h.HeartbeatText + "\n")
+	h.retry = defaultRetry
+	if h.Retry != nil {
+		h.retry = time.Duration(*h.Retry)
 	}
 	if h.RefuseStatus == 0 {
 		h.RefuseStatus = http.StatusServiceUnavailable
@@ -222,9 +229,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("heartbeat_text: %w", err)
 	}
 	switch h.HeartbeatFrame {
-	case "", frameBlock, frameLine:
+	case "", frameAuto, frameBlock, frameLine:
 	default:
-		return fmt.Errorf("heartbeat_frame: must be %q or %q, got %q", frameBlock, frameLine, h.HeartbeatFrame)
+		return fmt.Errorf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, h.HeartbeatFrame)
 	}
 	for i, t := range h.Types {
 		if err := checkMediaType(t); err != nil {
@@ -239,11 +246,18 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("limits[%d].per: %w", i, err)
 		}
 	}
+	if h.Retry != nil {
+		if err := checkDuration(*h.Retry); err != nil {
+			return fmt.Errorf("retry: %w", err)
+		}
+		if *h.Retry == 0 {
+			return fmt.Errorf("retry: %s", errRetryZero)
+		}
+	}
 	for _, d := range []struct {
 		field string
 		val   caddy.Duration
 	}{
-		{"retry", h.Retry},
 		{"max_duration", h.MaxDuration},
 		{"idle_timeout", h.IdleTimeout},
 		{"drain_on_reload", h.DrainOnReload},
@@ -252,8 +266,8 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s: %w", d.field, err)
 		}
 	}
-	if h.RefuseStatus != 0 && (h.RefuseStatus < 400 || h.RefuseStatus > 599) {
-		return fmt.Errorf("refuse_status: must be a 4xx or 5xx status, got %d", h.RefuseStatus)
+	if h.RefuseStatus != 0 && !validRefuseStatus(h.RefuseStatus) {
+		return fmt.Errorf("refuse_status: %s, got %d", errRefuseStatus, h.RefuseStatus)
 	}
 	return nil
 }
@@ -294,6 +308,62 @@ func checkHeartbeatText(s string) error {
 }
 
 // checkMediaType accepts a bare media type such as application/x-ndjson.
+// validRefuseStatus reports whether code may answer a refused stream.
+func validRefuseStatus(code int) bool { return code >= 400 && code <= 599 }
+
+// Wordings shared by the Caddyfile and JSON paths, so a mistake reads the
+// same whichever way the config was written.
+const (
+	errRefuseStatus = "must be a 4xx or 5xx status code, such as 503 or 429"
+	errRetryZero    = "must be more than 0 (a client told \"retry: 0\" reconnects at once)"
+)
+
+// durationHint explains why v is not a duration of field: a bare number
+// most often means a unit was left out.
+func durationHint(field, v string) string {
+	if v != "" && strings.Trim(v, "0123456789") == "" && v != "0" {
+		hint := fmt.Sprintf("invalid duration %q: a duration needs a unit, such as %ss", v, v)
+		if field == "heartbeat" {
+			hint += `, or "off"`
+		}
+		return hint
+	}
+	return fmt.Sprintf("invalid duration %q", v)
+}
+
+// durationFields are the Handler's JSON fields of type caddy.Duration.
+var durationFields = [...]string{"heartbeat", "retry", "max_duration", "idle_timeout", "drain_on_reload"}
+
+// UnmarshalJSON decodes h strictly, as Caddy does, and names the field of a
+// bad duration: encoding/json reports only `time: invalid duration "abc"`.
+func (h *Handler) UnmarshalJSON(b []byte) error {
+	type plain Handler // without this method
+	err := caddy.StrictUnmarshalJSON(b, (*plain)(h))
+	if err == nil {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil {
+		return err
+	}
+	for _, name := range durationFields {
+		raw, ok := fields[name]
+		if !ok {
+			continue
+		}
+		var d caddy.Duration
+		if json.Unmarshal(raw, &d) == nil {
+			continue
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return fmt.Errorf("%s: %s", name, durationHint(name, s))
+		}
+		return fmt.Errorf("%s: want a duration string such as \"15s\", or a number of nanoseconds, got %s", name, raw)
+	}
+	return err
+}
+
 func checkMediaType(s string) error {
 	mt, params, err := mime.ParseMediaType(s)
 	if err != nil {
@@ -321,6 +391,7 @@ const (
 	defaultRetry         = 3 * time.Second
 	defaultLimitKey      = "{http.request.host}"
 
+	frameAuto  = "auto"
 	frameBlock = "block"
 	frameLine  = "line"
 )

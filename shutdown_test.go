@@ -395,7 +395,7 @@ http://127.0.0.1:{{.HTTP}} {
 	})
 }
 
-var retryOnly = regexp.MustCompile(`^retry: \d+\n\n$`)
+var retryOnly = regexp.MustCompile(`^retry: \d+\n\n?$`)
 
 // bodyNow returns what a stream has received so far.
 func bodyNow(s *openStream) string {

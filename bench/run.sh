@@ -95,9 +95,9 @@ fi
 
 log "building"
 go build -o "$BIN/caddy" ./cmd/caddy
-go build -o "$BIN/upstream" ./bench/upstream
-go build -o "$BIN/load" ./bench/load
-go build -o "$BIN/report" ./bench/report
+go build -C bench -o "$BIN/upstream" ./upstream
+go build -C bench -o "$BIN/load" ./load
+go build -C bench -o "$BIN/report" ./report
 
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"

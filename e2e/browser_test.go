@@ -18,6 +18,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -503,6 +504,78 @@ http://127.0.0.1:{{.HTTP}} {
 		}
 		if n := pageRequests.Load(); n != 1 {
 			t.Errorf("upstream got %d page requests, want 1 (refusals must not reach it)", n)
+		}
+	})
+
+	// When the upstream is down, stock Caddy answers 502 and the browser's
+	// EventSource gives up for good (WHATWG HTML 9.2.3: any status but 200
+	// fails the connection): it is CLOSED and never asks again, so the page
+	// stays dead after the upstream comes back. With sse the 502 reaches the
+	// page as 200 + retry:, the EventSource stays CONNECTING, and it gets
+	// its events once the upstream is back, with no reload.
+	t.Run("UpstreamDownReconnects", func(t *testing.T) {
+		for _, withSSE := range []bool{true, false} {
+			name := "sse"
+			sse := "\tsse {\n\t\tretry 500ms\n\t}\n"
+			if !withSSE {
+				name, sse = "stock control", ""
+			}
+			t.Run(name, func(t *testing.T) {
+				port := freePort(t) // nothing listens there yet
+				c := startCaddy(t, "", `
+http://127.0.0.1:{{.HTTP}} {
+	encode gzip zstd
+`+sse+pageRoute+`
+	handle {
+		reverse_proxy 127.0.0.1:`+strconv.Itoa(port)+`
+	}
+}`)
+				p := openPage(t, browser, c.Dir, c.BaseURL()+"/page.html")
+				p.start("/events")
+				p.waitFor("rec.errors.length >= 1", 20*time.Second)
+				if rec := p.record(); !withSSE {
+					// the control: one error, CLOSED, and no further request
+					if rec.Errors[0].State != stateClosed || rec.State != stateClosed {
+						t.Fatalf("stock Caddy: errors %+v, readyState %d; want the EventSource CLOSED by the 502", rec.Errors, rec.State)
+					}
+				} else if rec.Errors[0].State != stateConnecting {
+					t.Fatalf("errors %+v; want the EventSource CONNECTING again after the retry answer", rec.Errors)
+				}
+
+				// the upstream comes back
+				l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var requests atomic.Int32
+				srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					requests.Add(1)
+					streamHead(w)
+					send(w, event{ID: "1", Data: "back"}.encode())
+					<-r.Context().Done()
+				})}
+				go srv.Serve(l)
+				t.Cleanup(func() { srv.Close() })
+
+				if withSSE {
+					p.waitFor("rec.msgs.length >= 1", 20*time.Second)
+					if rec := p.record(); rec.Msgs[0].Data != "back" || rec.State != stateOpen {
+						t.Errorf("page got %+v, readyState %d; want the event and OPEN", rec.Msgs, rec.State)
+					}
+					return
+				}
+				// the closed EventSource never asks again: after a request
+				// from elsewhere is served, the upstream has seen that one only
+				res, release := openStream(t, h1Client(), c.BaseURL()+"/events", "Accept", "text/event-stream")
+				if !newSSEReader(res.Body).next(1, 10*time.Second) {
+					t.Fatal("a fresh client got no event from the upstream that is back")
+				}
+				release()
+				if rec := p.record(); len(rec.Msgs) != 0 || rec.State != stateClosed || requests.Load() != 1 {
+					t.Errorf("stock Caddy: page got %d messages, readyState %d, upstream %d requests; want 0, CLOSED, 1 (the fresh client's)",
+						len(rec.Msgs), rec.State, requests.Load())
+				}
+			})
 		}
 	})
 

@@ -23,4 +23,8 @@
 //
 //	e2e/install-deps.sh
 //	cd e2e && CI=true go test -count=1 -v .
+//
+// It is a Go module of its own (go.mod, with a replace to the module in the
+// parent directory), so the libraries it drives are never requirements of
+// the plugin.
 package e2e

@@ -58,7 +58,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	caddyBin = filepath.Join(dir, "caddy")
 	// cmd/caddy imports the module: this is the binary xcaddy would build
-	build := exec.Command("go", "build", "-o", caddyBin, "../cmd/caddy")
+	// built in the plugin's own module, with its go.mod: the build users get
+	build := exec.Command("go", "build", "-C", "..", "-o", caddyBin, "./cmd/caddy")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building caddy:", err)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the third-party programs the end-to-end tests in e2e/ drive, from
 # Debian's packages: chromium (headless EventSource client), nginx (a proxy
-# in front of Caddy) and curl (HTTP/2 client).
+# in front of Caddy), curl (HTTP/2 client), and Node with npm (the npm SSE
+# client libraries).
 #
 # Idempotent: installs only what is missing, and does nothing when all three
 # are present. Runs as root (CI), or through sudo when there is one.
@@ -15,9 +16,12 @@ missing=""
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 command -v curl >/dev/null 2>&1 || [ -x /usr/bin/curl ] || missing="$missing curl"
+# Node runs the npm SSE client libraries (e2e/clients, installed with npm ci)
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
 if [ -z "$missing" ]; then
-	echo "e2e deps present: chromium nginx curl"
+	echo "e2e deps present: chromium nginx curl node npm"
 	exit 0
 fi
 
