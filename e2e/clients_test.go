@@ -25,6 +25,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"mime"
 	"os"
@@ -377,10 +378,16 @@ func TestClients(t *testing.T) {
 	}
 	var cases []*clientCase
 	for _, config := range []string{"default", "block", "line"} {
-		caddy := startCaddy(t, vendor.addr, clientsSite(config))
+		var caddy *caddyProc
 		for _, c := range npmClients {
 			for _, gapAt := range []string{"before", "mid"} {
 				for _, proto := range []string{"h1", "h2"} {
+					if !testSelected(t.Name() + "/" + config + "/" + c.name + "/" + gapAt + "/" + proto) {
+						continue
+					}
+					if caddy == nil {
+						caddy = startCaddy(t, vendor.addr, clientsSite(config))
+					}
 					id, vr := vendor.newRun(gapAt, gap)
 					base := caddy.BaseURL() + "/r/" + id
 					if proto == "h2" {
@@ -417,6 +424,53 @@ func TestClients(t *testing.T) {
 			results.add(cc.c.name, cc.run.rec.Version, cc.config, frame, cc.gapAt+"/"+cc.proto, result)
 		})
 	}
+}
+
+// testSelected reports whether go test's -run and -skip patterns select
+// a subtest of this name, so that runs nobody asked for do not start.
+func testSelected(name string) bool {
+	levels := strings.Split(name, "/")
+	matches := func(pattern string) bool {
+		for i, elem := range splitTestPattern(pattern) {
+			if i >= len(levels) {
+				break
+			}
+			if ok, err := regexp.MatchString(elem, levels[i]); err != nil || !ok {
+				return false
+			}
+		}
+		return true
+	}
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" && !matches(f.Value.String()) {
+		return false
+	}
+	if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" && matches(f.Value.String()) {
+		return false
+	}
+	return true
+}
+
+// splitTestPattern splits a -run pattern at the slashes outside brackets
+// and parentheses, as go test does.
+func splitTestPattern(p string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '[', '(':
+			depth++
+		case ']', ')':
+			depth--
+		case '\\':
+			i++
+		case '/':
+			if depth == 0 {
+				out = append(out, p[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(out, p[start:])
 }
 
 // checkClientRun asserts what one run must show, and returns a short
@@ -467,6 +521,9 @@ func checkClientRun(t *testing.T, c npmClient, frame, gapAt, proto string, rec *
 	}
 	if ce := res.Headers["content-encoding"]; ce != "" {
 		t.Errorf("Content-Encoding %q: the stream was compressed", ce)
+	}
+	if inc := res.Headers["incremental"]; inc != "?1" {
+		t.Errorf("Incremental %q, want ?1", inc)
 	}
 	if ct := res.Headers["content-type"]; ct != stream.contentType {
 		t.Errorf("Content-Type %q, want the vendor's %q", ct, stream.contentType)
