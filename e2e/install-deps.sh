@@ -21,6 +21,7 @@ command -v curl >/dev/null 2>&1 || [ -x /usr/bin/curl ] || missing="$missing cur
 # the client tests then fail with a message saying so
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus" # dashboard_test.go runs the dashboard's queries
 
 if [ -z "$missing" ]; then
 	echo "e2e deps present: chromium nginx curl node npm"
