@@ -119,6 +119,13 @@ func (h *Handler) admit(sw *streamWriter) *refusal {
 		if repl != nil {
 			key = repl.ReplaceAll(l.Per, "")
 		}
+		if key == "" {
+			// the key's value is missing (no such header, say): this
+			// limit does not count the request, as nginx's limit_conn
+			// does not; a key that must cap anonymous clients names
+			// something never empty too, such as {client_ip}
+			continue
+		}
 		keys[i] = l.id + "\x00" + boundKey(key)
 	}
 	z := h.zone
@@ -127,14 +134,14 @@ func (h *Handler) admit(sw *streamWriter) *refusal {
 	for i, l := range h.limits {
 		// limits with the same template count the same key: the stream
 		// needs room in each of them
-		if z.counts[keys[i]] >= l.Max {
+		if keys[i] != "" && z.counts[keys[i]] >= l.Max {
 			_, key, _ := strings.Cut(keys[i], "\x00")
 			return &refusal{limit: l.Limit, key: key}
 		}
 	}
 	sw.slots = make([]slot, 0, len(keys))
 	for _, k := range keys {
-		if !containsSlot(sw.slots, k) {
+		if k != "" && !containsSlot(sw.slots, k) {
 			z.counts[k]++
 			sw.slots = append(sw.slots, slot{key: k})
 		}

@@ -156,7 +156,11 @@ type Limit struct {
 
 	// The key streams are counted by: a placeholder such as {client_ip}
 	// or {http.request.header.Authorization}, expanded per request.
-	// Keys longer than 128 bytes are hashed. Default:
+	// Keys longer than 128 bytes are hashed. A request whose key expands
+	// to the empty string (the header is missing, say) is not counted
+	// against this limit, as nginx's limit_conn does; to cap such
+	// requests too, use a key that is never empty, such as
+	// "{http.request.header.Authorization}{client_ip}". Default:
 	// "{http.request.host}".
 	Per string `json:"per,omitempty"`
 }
