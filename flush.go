@@ -92,6 +92,10 @@ type streamWriter struct {
 	writeErr   bool            // a write to the client failed
 	bytes      int64           // bytes of the body sent to the client
 	heartbeats int64           // heartbeats sent
+
+	// ownHeader is the response header as sse received it, when the
+	// request may be refused late (refusal.go); set before next runs
+	ownHeader http.Header
 }
 
 // WriteHeader decides, once, whether the response is a stream and, if so,
@@ -117,7 +121,7 @@ func (sw *streamWriter) WriteHeader(status int) {
 		if refusal := sw.h.admit(sw); refusal != nil {
 			sw.mode = modeRefused
 			sw.refusal = refusal
-			clearRepresentation(hdr)
+			sw.resetHeader()
 			sw.cancel(errStreamLimit)
 			return
 		}

@@ -48,6 +48,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		eventSrc:              eventSrc,
 		frame:                 h.frameFor(acceptsSSE),
 	}
+	if h.mayRefuseLate(eventSrc) {
+		sw.noteHeader()
+	}
 
 	if eventSrc && h.zone != nil {
 		if ref := h.admit(sw); ref != nil {
@@ -93,6 +96,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 			// instead of letting a 502/503/504 kill it for good
 			metrics.refused.WithLabelValues("upstream").Inc()
 			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
+			sw.resetHeader()
 			h.writeRetryAnswer(sw.ResponseWriter, sw.frame)
 			return nil
 		}

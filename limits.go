@@ -198,6 +198,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) er
 		fields = append(fields, zap.String("key", r.key))
 	}
 	h.logger.Info("stream limit reached", fields...)
+	sw.resetHeader()
 	if sw.eventSrc {
 		h.writeRetryAnswer(w, sw.frame)
 		return nil
