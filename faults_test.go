@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // defaultFrame is the heartbeat the module writes by default to the
@@ -575,7 +574,7 @@ http://127.0.0.1:{{.HTTP}} {
 	})
 
 	waitFor(t, 10*time.Second, "caddy_sse_streams_open back to 0", func() bool {
-		return testutil.ToFloat64(metrics.open) == 0
+		return sumSeries(metrics.open) == 0
 	})
 }
 
@@ -767,7 +766,7 @@ http://127.0.0.1:{{.HTTP}} {
 `)
 	heapBase := heapInUse()
 	goBase := runtime.NumGoroutine()
-	beatsBefore := testutil.ToFloat64(metrics.heartbeats)
+	beatsBefore := sumSeries(metrics.heartbeats)
 
 	conn := dialSmallBuffer(t, fmt.Sprintf("127.0.0.1:%d", c.HTTP))
 	fmt.Fprintf(conn, "GET /busy HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: text/event-stream\r\n\r\n", c.HTTP)
@@ -807,7 +806,7 @@ wait:
 	if blocked > 12*time.Second {
 		t.Errorf("the stream ended %v after the upstream could last write; want about write_idle (2s)", blocked)
 	}
-	if d := testutil.ToFloat64(metrics.heartbeats) - beatsBefore; d != 0 {
+	if d := sumSeries(metrics.heartbeats) - beatsBefore; d != 0 {
 		t.Errorf("%v heartbeats were written to a client that never read", d)
 	}
 	if delta := int64(peakHeap) - int64(heapBase); delta > 4<<20 {
@@ -827,7 +826,7 @@ wait:
 	})
 	// the new stream's client hung up after its first event
 	waitFor(t, 10*time.Second, "caddy_sse_streams_open back to 0", func() bool {
-		return testutil.ToFloat64(metrics.open) == 0
+		return sumSeries(metrics.open) == 0
 	})
 }
 

@@ -186,7 +186,7 @@ func (sw *streamWriter) Write(p []byte) (int, error) {
 	if written > 0 {
 		if !sw.upstreamed {
 			sw.upstreamed = true
-			metrics.firstByte.Observe(time.Since(sw.start).Seconds())
+			sw.h.m.firstByte.Observe(time.Since(sw.start).Seconds())
 		}
 		sw.lastUp.Store(sw.lastIO.Load())
 	}

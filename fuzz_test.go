@@ -20,7 +20,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Fuzz targets. CI runs each for a short time:
@@ -178,7 +177,7 @@ func FuzzStreamWriter(f *testing.F) {
 	}
 	// streams of earlier tests in this process may still be finishing
 	waitFor(f, 10*time.Second, "caddy_sse_streams_open at 0 before fuzzing", func() bool {
-		return testutil.ToFloat64(metrics.open) == 0
+		return sumSeries(metrics.open) == 0
 	})
 	handlers := [2]*Handler{
 		fuzzHandler(f, `{"heartbeat": "1ms", "limits": [{"max": 1}]}`),
@@ -191,7 +190,7 @@ func FuzzStreamWriter(f *testing.F) {
 		}
 		flags := data[0]
 		h := handlers[flags&1]
-		openBefore := testutil.ToFloat64(metrics.open)
+		openBefore := sumSeries(metrics.open)
 
 		// flag 0x08: another stream holds a slot of the same key meanwhile
 		var holder sync.WaitGroup
@@ -251,7 +250,7 @@ func FuzzStreamWriter(f *testing.F) {
 		if n := h.streams.len(); n != 0 {
 			t.Fatalf("the handler still tracks %d streams", n)
 		}
-		if got := testutil.ToFloat64(metrics.open); got != openBefore {
+		if got := sumSeries(metrics.open); got != openBefore {
 			t.Fatalf("caddy_sse_streams_open = %v after the streams ended, want %v", got, openBefore)
 		}
 	})

@@ -94,7 +94,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 		if sw.mode == modeUndecided && sw.eventSrc && !h.PassUpstreamErrors && isUpstreamFailure(err) {
 			// nothing was written yet: tell the EventSource to come back
 			// instead of letting a 502/503/504 kill it for good
-			metrics.refused.WithLabelValues("upstream").Inc()
+			h.m.refusedUpstream.Inc()
 			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
 			sw.resetHeader()
 			h.writeRetryAnswer(sw.ResponseWriter, sw.frame)

@@ -72,7 +72,7 @@ func (sw *streamWriter) beatLocked() {
 	// between events, whichever frame was written
 	sw.boundary = boundaryTracker{}
 	sw.heartbeats++
-	metrics.heartbeats.Inc()
+	sw.h.m.heartbeats.Inc()
 }
 
 // endLocked ends the stream on purpose: at an event boundary it first sends

@@ -32,8 +32,8 @@ import (
 // from WriteHeader, on the handler goroutine, before any byte of the body.
 func (sw *streamWriter) open(now int64) {
 	h := sw.h
-	metrics.open.Inc()
-	metrics.total.Inc()
+	h.m.open.Inc()
+	h.m.total.Inc()
 	sw.bomHeld = -1
 	if sw.beats {
 		sw.interval = jitterDown(h.heartbeat, heartbeatSpread)
@@ -83,9 +83,12 @@ func (sw *streamWriter) finish(why endReason) {
 		}
 		sw.h.streams.remove(sw)
 		d := time.Since(sw.start)
-		metrics.open.Dec()
-		metrics.ended.WithLabelValues(string(why)).Inc()
-		metrics.duration.Observe(d.Seconds())
+		m := sw.h.m
+		m.open.Dec()
+		if c := m.ended[why]; c != nil {
+			c.Inc()
+		}
+		m.duration.Observe(d.Seconds())
 		if c := sw.h.logger.Check(zapcore.DebugLevel, "stream ended"); c != nil {
 			fields := []zap.Field{
 				zap.String("reason", string(why)),

@@ -82,7 +82,8 @@ func (h *Handler) provisionZone(ctx caddy.Context) error {
 		name = fmt.Sprintf("%s#%d", serverName(srv), *n)
 		h.server = srv
 	}
-	h.zoneKey = "sse.zone." + name
+	h.zoneName = name
+	h.zoneKey = zonePoolPrefix + name
 	z, _, err := zones.LoadOrNew(h.zoneKey, func() (caddy.Destructor, error) {
 		return &zone{counts: make(map[string]int)}, nil
 	})
@@ -192,7 +193,7 @@ func boundKey(k string) string {
 // (WHATWG HTML, 9.2.3, "fail the connection"). Other clients get
 // RefuseStatus with Retry-After, as an error handle_errors can shape.
 func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) error {
-	metrics.refused.WithLabelValues("limit").Inc()
+	h.m.refusedLimit.Inc()
 	fields := []zap.Field{zap.Int("limit", r.limit.Max), zap.String("per", r.limit.Per)}
 	if h.LogKey {
 		fields = append(fields, zap.String("key", r.key))
@@ -262,3 +263,6 @@ func knownPlaceholder(name string) bool {
 
 // maxKeyLen is the longest key kept as it is.
 const maxKeyLen = 128
+
+// zonePoolPrefix starts the keys of zones in the zones pool.
+const zonePoolPrefix = "sse.zone."

@@ -22,46 +22,51 @@ import (
 
 // metrics are created once, at package level, and registered on every
 // config load's registry (each load has a new one), so they keep counting
-// across reloads. No label carries a client-controlled value.
+// across reloads. Every series carries the Caddy server's name (server);
+// refusals and ends carry the limit zone's name (zone, empty for a handler
+// without limits). No label carries a client-controlled value: servers and
+// zones are named by the config.
 var metrics = struct {
-	open       prometheus.Gauge
-	total      prometheus.Counter
+	open       *prometheus.GaugeVec
+	total      *prometheus.CounterVec
 	refused    *prometheus.CounterVec
 	ended      *prometheus.CounterVec
-	heartbeats prometheus.Counter
-	firstByte  prometheus.Histogram
-	duration   prometheus.Histogram
+	heartbeats *prometheus.CounterVec
+	firstByte  *prometheus.HistogramVec
+	duration   *prometheus.HistogramVec
+	zones      *zoneCollector
 }{
-	open: prometheus.NewGauge(prometheus.GaugeOpts{
+	open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_open",
 		Help: "Event streams open now.",
-	}),
-	total: prometheus.NewCounter(prometheus.CounterOpts{
+	}, []string{"server"}),
+	total: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_total",
 		Help: "Event streams opened.",
-	}),
+	}, []string{"server"}),
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_refused_total",
-		Help: "Streams refused, by reason: limit (a limit was full) or upstream (the upstream failed before the stream began).",
-	}, []string{"reason"}),
+		Help: "Streams refused, by reason: limit (a limit of the zone was full) or upstream (the upstream failed before the stream began, and the EventSource client was told to come back with a retry field).",
+	}, []string{"server", "zone", "reason"}),
 	ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_ended_total",
 		Help: "Streams ended, by reason: client, upstream, max_duration, idle_timeout, shutdown, drain, error.",
-	}, []string{"reason"}),
-	heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+	}, []string{"server", "zone", "reason"}),
+	heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "heartbeats_total",
 		Help: "Heartbeat comments written.",
-	}),
-	firstByte: prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"server"}),
+	firstByte: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "first_byte_seconds",
 		Help:    "Time from the request to the first byte of the upstream's stream body: time to first event or token.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-	}),
-	duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"server"}),
+	duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "stream_duration_seconds",
 		Help:    "How long streams stayed open.",
 		Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600},
-	}),
+	}, []string{"server"}),
+	zones: newZoneCollector(),
 }
 
 // registerMetrics registers the collectors on reg, once per registry.
@@ -71,7 +76,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	}
 	for _, c := range []prometheus.Collector{
 		metrics.open, metrics.total, metrics.refused, metrics.ended,
-		metrics.heartbeats, metrics.firstByte, metrics.duration,
+		metrics.heartbeats, metrics.firstByte, metrics.duration, metrics.zones,
 	} {
 		if err := reg.Register(c); err != nil {
 			if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
@@ -82,13 +87,38 @@ func registerMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-func init() {
-	// make every label value exist from the start, so dashboards and
-	// alerts see zeros instead of missing series
-	for _, r := range []string{"limit", "upstream"} {
-		metrics.refused.WithLabelValues(r)
-	}
-	for _, r := range []endReason{endClient, endUpstream, endMaxDuration, endIdleTimeout, endShutdown, endDrain, endError} {
-		metrics.ended.WithLabelValues(string(r))
-	}
+// handlerMetrics are the series of one handler's server and zone, looked
+// up once at Provision, so a request never hashes label values.
+type handlerMetrics struct {
+	open            prometheus.Gauge
+	total           prometheus.Counter
+	heartbeats      prometheus.Counter
+	firstByte       prometheus.Observer
+	duration        prometheus.Observer
+	refusedLimit    prometheus.Counter
+	refusedUpstream prometheus.Counter
+	ended           map[endReason]prometheus.Counter // read-only after newHandlerMetrics
 }
+
+// newHandlerMetrics returns the series of a handler on server with this
+// zone. It creates every label value at once, so dashboards and alerts see
+// zeros instead of missing series.
+func newHandlerMetrics(server, zone string) *handlerMetrics {
+	m := &handlerMetrics{
+		open:            metrics.open.WithLabelValues(server),
+		total:           metrics.total.WithLabelValues(server),
+		heartbeats:      metrics.heartbeats.WithLabelValues(server),
+		firstByte:       metrics.firstByte.WithLabelValues(server),
+		duration:        metrics.duration.WithLabelValues(server),
+		refusedLimit:    metrics.refused.WithLabelValues(server, zone, "limit"),
+		refusedUpstream: metrics.refused.WithLabelValues(server, zone, "upstream"),
+		ended:           make(map[endReason]prometheus.Counter, len(endReasons)),
+	}
+	for _, r := range endReasons {
+		m.ended[r] = metrics.ended.WithLabelValues(server, zone, string(r))
+	}
+	return m
+}
+
+// endReasons are every endReason, the values of the ended metric's label.
+var endReasons = []endReason{endClient, endUpstream, endMaxDuration, endIdleTimeout, endShutdown, endDrain, endError}

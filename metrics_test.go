@@ -52,48 +52,55 @@ func scrapeMetrics(t testing.TB, c *testCaddy) sseMetrics {
 }
 
 // value returns the value of a counter or gauge, or the sample count of a
-// histogram, for the series with the given label (name, value) pairs.
-// A missing series fails the test.
+// histogram, summed over the series whose labels include the given (name,
+// value) pairs: every series of the family when none is given. A family
+// without such a series fails the test.
 func (m sseMetrics) value(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	met := m.series(t, name, labels...)
-	switch {
-	case met.Counter != nil:
-		return met.Counter.GetValue()
-	case met.Gauge != nil:
-		return met.Gauge.GetValue()
-	case met.Histogram != nil:
-		return float64(met.Histogram.GetSampleCount())
+	var sum float64
+	for _, met := range m.series(t, name, labels...) {
+		switch {
+		case met.Counter != nil:
+			sum += met.Counter.GetValue()
+		case met.Gauge != nil:
+			sum += met.Gauge.GetValue()
+		case met.Histogram != nil:
+			sum += float64(met.Histogram.GetSampleCount())
+		}
 	}
-	t.Fatalf("%s has no value", name)
-	return 0
+	return sum
 }
 
-// sum returns a histogram's sample sum.
+// sum returns a histogram's sample sum, over all its series.
 func (m sseMetrics) sum(t testing.TB, name string) float64 {
 	t.Helper()
-	return m.series(t, name).GetHistogram().GetSampleSum()
+	var sum float64
+	for _, met := range m.series(t, name) {
+		sum += met.GetHistogram().GetSampleSum()
+	}
+	return sum
 }
 
-func (m sseMetrics) series(t testing.TB, name string, labels ...string) *dto.Metric {
+func (m sseMetrics) series(t testing.TB, name string, labels ...string) []*dto.Metric {
 	t.Helper()
 	f, ok := m[name]
 	if !ok {
 		t.Fatalf("metric %s not exported", name)
 	}
+	var out []*dto.Metric
 	for _, met := range f.Metric {
 		if labelsMatch(met, labels) {
-			return met
+			out = append(out, met)
 		}
 	}
-	t.Fatalf("metric %s has no series %v", name, labels)
-	return nil
+	if len(out) == 0 {
+		t.Fatalf("metric %s has no series %v", name, labels)
+	}
+	return out
 }
 
+// labelsMatch reports whether met has every (name, value) pair of labels.
 func labelsMatch(met *dto.Metric, labels []string) bool {
-	if len(met.Label) != len(labels)/2 {
-		return false
-	}
 	for i := 0; i+1 < len(labels); i += 2 {
 		found := false
 		for _, l := range met.Label {
@@ -210,6 +217,11 @@ const (
 	mBeats     = "caddy_sse_heartbeats_total"
 	mFirstByte = "caddy_sse_first_byte_seconds"
 	mDuration  = "caddy_sse_stream_duration_seconds"
+
+	mZoneStreams = "caddy_sse_zone_streams"
+	mZoneKeys    = "caddy_sse_zone_keys"
+	mZoneFullest = "caddy_sse_zone_fullest_key_streams"
+	mZoneMax     = "caddy_sse_zone_max"
 )
 
 // metricsUpstream behaves by path: /hold sends an event and holds the
@@ -253,8 +265,10 @@ func metricsUpstream(w http.ResponseWriter, r *http.Request) {
 // Every caddy_sse_ metric moves as streams open, are refused, end for each
 // reason and get heartbeats; first_byte_seconds reflects an upstream that
 // is slow to start; the counters keep counting across a reload; and no
-// label ever takes a value from the request (the Host header): the label
-// sets stay exactly the fixed ones.
+// label ever takes a value from the request (the Host header): every series
+// names its server (the Caddy server's name), refusals and ends their zone,
+// zone fill its key template, and the label sets stay exactly these.
+// Issues 5 and 14.
 func TestMetrics(t *testing.T) {
 	up := startUpstream(t, metricsUpstream)
 	dead := freeTCPAddr(t)
@@ -366,7 +380,9 @@ http://:{{.HTTP}} {
 		}
 		closeFirst()
 		after := waitStreamsEnded(t, c, before, 1)
-		checkDeltas(t, before, after, d(mRefused, 1, "reason", "limit"), d(mRefused, 0, "reason", "upstream"), d(mTotal, 1))
+		checkDeltas(t, before, after, d(mRefused, 1, "reason", "limit"), d(mRefused, 0, "reason", "upstream"), d(mTotal, 1),
+			d(mRefused, 1, "server", "srv0", "zone", "srv0#1", "reason", "limit"),
+			d(mEnded, 1, "server", "srv0", "zone", "srv0#1", "reason", "client"))
 	})
 
 	t.Run("refused because the upstream is down", func(t *testing.T) {
@@ -376,7 +392,8 @@ http://:{{.HTTP}} {
 			t.Errorf("body = %q, want a retry field alone", body)
 		}
 		checkDeltas(t, before, scrapeMetrics(t, c),
-			d(mRefused, 1, "reason", "upstream"), d(mRefused, 0, "reason", "limit"), d(mTotal, 0))
+			d(mRefused, 1, "reason", "upstream"), d(mRefused, 0, "reason", "limit"), d(mTotal, 0),
+			d(mRefused, 1, "server", "srv0", "zone", "", "reason", "upstream"))
 	})
 
 	for _, tc := range []struct {
@@ -469,26 +486,59 @@ http://:{{.HTTP}} {
 		after := waitStreamsEnded(t, c, before, 60)
 		checkDeltas(t, before, after, d(mRefused, 30, "reason", "limit"),
 			d(mEnded, 30, "reason", "upstream"), d(mEnded, 30, "reason", "client"))
-		got := after.labelSets()
+		if b, a := strings.Join(before.labelSets(), "\n"), strings.Join(after.labelSets(), "\n"); a != b {
+			t.Errorf("label sets changed with the requests' Host headers:\nbefore:\n%s\nafter:\n%s", b, a)
+		}
+		// this config's series: every one names its server, refusals and
+		// ends their zone ("" for a handler without limits), zone fill its
+		// key template; nothing else
+		var got []string
+		for _, set := range after.labelSets() {
+			if strings.Contains(set, "server=srv0") && !strings.Contains(set, "zone=srv0#") || strings.Contains(set, "zone=srv0#1") {
+				got = append(got, set)
+			}
+		}
 		want := []string{
-			mDuration + "{}",
-			mFirstByte + "{}",
-			mBeats + "{}",
-			mEnded + "{reason=client}",
-			mEnded + "{reason=drain}",
-			mEnded + "{reason=error}",
-			mEnded + "{reason=idle_timeout}",
-			mEnded + "{reason=max_duration}",
-			mEnded + "{reason=shutdown}",
-			mEnded + "{reason=upstream}",
-			mOpen + "{}",
-			mRefused + "{reason=limit}",
-			mRefused + "{reason=upstream}",
-			mTotal + "{}",
+			mDuration + "{server=srv0}",
+			mFirstByte + "{server=srv0}",
+			mBeats + "{server=srv0}",
+			mOpen + "{server=srv0}",
+			mTotal + "{server=srv0}",
+		}
+		for _, zone := range []string{"", "srv0#1"} {
+			for _, r := range []string{"limit", "upstream"} {
+				want = append(want, mRefused+"{reason="+r+",server=srv0,zone="+zone+"}")
+			}
+			for _, r := range []string{"client", "drain", "error", "idle_timeout", "max_duration", "shutdown", "upstream"} {
+				want = append(want, mEnded+"{reason="+r+",server=srv0,zone="+zone+"}")
+			}
+		}
+		for _, name := range []string{mZoneStreams, mZoneKeys, mZoneFullest, mZoneMax} {
+			want = append(want, name+"{per={http.request.host},server=srv0,zone=srv0#1}")
 		}
 		sort.Strings(want)
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Errorf("label sets:\n%s\nwant exactly:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			t.Errorf("label sets of server srv0:\n%s\nwant exactly:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+
+	t.Run("zone fill", func(t *testing.T) {
+		zoneLabels := []string{"server", "srv0", "zone", "srv0#1"}
+		before := scrapeMetrics(t, c)
+		closeFirst := open(t, "/limited/hold")
+		during := scrapeMetrics(t, c)
+		for _, w := range []struct {
+			name string
+			want float64
+		}{{mZoneStreams, 1}, {mZoneKeys, 1}, {mZoneFullest, 1}, {mZoneMax, 1}} {
+			if got := during.value(t, w.name, zoneLabels...); got != w.want {
+				t.Errorf("%s = %v with one stream open at limit 1, want %v", w.name, got, w.want)
+			}
+		}
+		closeFirst()
+		after := waitStreamsEnded(t, c, before, 1)
+		if got := after.value(t, mZoneStreams, zoneLabels...); got != 0 {
+			t.Errorf("%s = %v after the stream ended, want 0", mZoneStreams, got)
 		}
 	})
 }

@@ -147,6 +147,10 @@ type Handler struct {
 	limits      []compiledLimit   // Limits with their counter ids
 	streams     *streamSet        // open streams, for shutdown and drain (lifecycle.go)
 	loggedCoded *sync.Once        // the upstream-compressed stream notice is logged once
+	srvName     string            // name of h's server in the http app, "" outside one
+	zoneName    string            // name of h's zone, "" without limits
+	m           *handlerMetrics   // h's metric series (metrics.go)
+	seq         uint64            // provisioning order, newest highest (zonestats.go)
 }
 
 // Limit caps the number of concurrent streams that share a key.
@@ -214,9 +218,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering sse metrics: %w", err)
 	}
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		h.srvName = serverName(srv)
+	}
 	if err := h.provisionZone(ctx); err != nil {
 		return err
 	}
+	h.m = newHandlerMetrics(h.srvName, h.zoneName)
+	metrics.zones.add(h)
 	h.provisionLifecycle(ctx)
 	return nil
 }
@@ -279,6 +288,7 @@ func (h *Handler) Validate() error {
 // Cleanup releases h's hold on its limit zone and lifecycle hooks. Streams
 // still running on h go on and keep their slots until they end.
 func (h *Handler) Cleanup() error {
+	metrics.zones.remove(h)
 	if h.server != nil {
 		occurrences.Delete(h.server)
 	}

@@ -1,0 +1,161 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+import (
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// How full the limit zones are, for the metrics (zoneCollector) and the
+// admin API (/sse/zones). A zone's counters are keyed by "<key template>
+// \x00<key>" (limits.go); per-key counts are never labels, since keys come
+// from requests: the metrics give, per zone and key template, the streams
+// counted, the keys in use, the fullest key's streams and the limit's max.
+
+// zoneUsage is how one key template of a zone is used.
+type zoneUsage struct {
+	streams int // streams counted, over every key
+	keys    int // keys with at least one stream
+	fullest int // streams of the key with the most
+}
+
+// usage returns, by key template, how z is used now. It holds z's lock for
+// one pass over its counters.
+func (z *zone) usage() map[string]zoneUsage {
+	out := make(map[string]zoneUsage, 2)
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for k, n := range z.counts {
+		id, _, _ := strings.Cut(k, "\x00")
+		u := out[id]
+		u.streams += n
+		u.keys++
+		u.fullest = max(u.fullest, n)
+		out[id] = u
+	}
+	return out
+}
+
+// snapshot returns a copy of z's counters, taken under its lock.
+func (z *zone) snapshot() map[string]int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return maps.Clone(z.counts)
+}
+
+// zoneCollector exports the fill of every limit of the handlers that are
+// provisioned now. A zone shared by handlers of several servers is reported
+// under each of those servers, with the same values.
+type zoneCollector struct {
+	mu       sync.Mutex
+	handlers map[*Handler]struct{} // provisioned handlers with limits
+
+	streams, keys, fullest, max *prometheus.Desc
+}
+
+// provisions numbers the handlers' provisioning, so the newest config's
+// limits win when an old and a new config are both provisioned.
+var provisions atomic.Uint64
+
+func newZoneCollector() *zoneCollector {
+	labels := []string{"server", "zone", "per"}
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("caddy", "sse", name), help, labels, nil)
+	}
+	return &zoneCollector{
+		handlers: make(map[*Handler]struct{}),
+		streams:  desc("zone_streams", "Streams counted by the limits of a zone with this key template (per), over every key."),
+		keys:     desc("zone_keys", "Keys with at least one stream counted, in a zone, by key template."),
+		fullest:  desc("zone_fullest_key_streams", "Streams of the key with the most, in a zone, by key template: divide by caddy_sse_zone_max for how full the fullest key is."),
+		max:      desc("zone_max", "The limit: the most streams one key may have open, in a zone, by key template."),
+	}
+}
+
+// add makes the collector report h's limits, if it has any.
+func (c *zoneCollector) add(h *Handler) {
+	if h.zone == nil {
+		return
+	}
+	h.seq = provisions.Add(1)
+	c.mu.Lock()
+	c.handlers[h] = struct{}{}
+	c.mu.Unlock()
+}
+
+// remove stops reporting h's limits.
+func (c *zoneCollector) remove(h *Handler) {
+	c.mu.Lock()
+	delete(c.handlers, h)
+	c.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (c *zoneCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.streams
+	ch <- c.keys
+	ch <- c.fullest
+	ch <- c.max
+}
+
+// Collect implements prometheus.Collector. It reads each zone once, under
+// that zone's lock alone.
+func (c *zoneCollector) Collect(ch chan<- prometheus.Metric) {
+	type series struct{ server, zone, per string }
+	type limit struct {
+		max, seq uint64
+		z        *zone
+		id       string
+	}
+	limits := make(map[series]limit)
+	c.mu.Lock()
+	for h := range c.handlers {
+		for _, l := range h.limits {
+			s := series{h.srvName, h.zoneName, l.Per}
+			if cur, ok := limits[s]; !ok || h.seq > cur.seq {
+				limits[s] = limit{max: uint64(l.Max), seq: h.seq, z: h.zone, id: l.id}
+			}
+		}
+	}
+	c.mu.Unlock()
+
+	usage := make(map[*zone]map[string]zoneUsage)
+	for s, l := range limits {
+		u, ok := usage[l.z]
+		if !ok {
+			u = l.z.usage()
+			usage[l.z] = u
+		}
+		lu := u[l.id]
+		for _, m := range []struct {
+			d *prometheus.Desc
+			v float64
+		}{
+			{c.streams, float64(lu.streams)},
+			{c.keys, float64(lu.keys)},
+			{c.fullest, float64(lu.fullest)},
+			{c.max, float64(l.max)},
+		} {
+			ch <- prometheus.MustNewConstMetric(m.d, prometheus.GaugeValue, m.v, s.server, s.zone, s.per)
+		}
+	}
+}
+
+// Interface guards
+var _ prometheus.Collector = (*zoneCollector)(nil)
