@@ -96,6 +96,9 @@ type streamWriter struct {
 	// ownHeader is the response header as sse received it, when the
 	// request may be refused late (refusal.go); set before next runs
 	ownHeader http.Header
+
+	// live is what the admin API shows of the stream (admin.go)
+	live liveStream
 }
 
 // WriteHeader decides, once, whether the response is a stream and, if so,
@@ -204,6 +207,7 @@ func (sw *streamWriter) writeLocked(p []byte) (int, error) {
 	n, err := sw.ResponseWriter.Write(p)
 	if n > 0 {
 		sw.bytes += int64(n)
+		sw.live.bytes.Add(int64(n))
 		sw.boundary.update(p[:n])
 		if sw.scanner != nil {
 			sw.scanner.scan(p[:n])

@@ -96,6 +96,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 			// instead of letting a 502/503/504 kill it for good
 			h.m.refusedUpstream.Inc()
 			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
+			sw.logRefusedByUpstream(err)
 			sw.resetHeader()
 			h.writeRetryAnswer(sw.ResponseWriter, sw.frame)
 			return nil

@@ -72,6 +72,7 @@ func (sw *streamWriter) beatLocked() {
 	// between events, whichever frame was written
 	sw.boundary = boundaryTracker{}
 	sw.heartbeats++
+	sw.live.heartbeats.Add(1)
 	sw.h.m.heartbeats.Inc()
 }
 

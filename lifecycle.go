@@ -52,6 +52,7 @@ func (sw *streamWriter) open(now int64) {
 	sw.rearm(now)
 	sw.mu.Unlock()
 	h.streams.add(sw)
+	sw.register()
 }
 
 // finish ends a stream's life, however the request ended: it stops the
@@ -82,6 +83,8 @@ func (sw *streamWriter) finish(why endReason) {
 			return
 		}
 		sw.h.streams.remove(sw)
+		sw.unregister()
+		sw.logEnd(why)
 		d := time.Since(sw.start)
 		m := sw.h.m
 		m.open.Dec()

@@ -199,6 +199,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) er
 		fields = append(fields, zap.String("key", r.key))
 	}
 	h.logger.Info("stream limit reached", fields...)
+	sw.logRefusedByLimit(r)
 	sw.resetHeader()
 	if sw.eventSrc {
 		h.writeRetryAnswer(w, sw.frame)

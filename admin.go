@@ -1,0 +1,240 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(adminSSE{})
+}
+
+// adminSSE is the admin API module that shows the live state of sse:
+// GET /sse/streams lists the open streams, GET /sse/zones the limit
+// counters. Like reverse_proxy's /reverse_proxy/upstreams, it is loaded
+// automatically and served on the admin endpoint, with its access controls.
+type adminSSE struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminSSE) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.sse",
+		New: func() caddy.Module { return new(adminSSE) },
+	}
+}
+
+// Routes returns the routes of the /sse/ endpoints.
+func (a adminSSE) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/sse/streams", Handler: caddy.AdminHandlerFunc(a.handleStreams)},
+		{Pattern: "/sse/zones", Handler: caddy.AdminHandlerFunc(a.handleZones)},
+	}
+}
+
+// streamStatus is one open stream, as /sse/streams shows it.
+type streamStatus struct {
+	Server     string  `json:"server"`
+	Host       string  `json:"host"`
+	Method     string  `json:"method"`
+	Path       string  `json:"path"`
+	ClientIP   string  `json:"client_ip"`
+	Proto      string  `json:"proto"`
+	Started    string  `json:"started"`
+	Bytes      int64   `json:"bytes"`
+	Heartbeats int64   `json:"heartbeats"`
+	Zone       *string `json:"zone"`
+	Frame      string  `json:"frame"`
+}
+
+// handleStreams answers GET /sse/streams: a JSON array of the open streams,
+// oldest first.
+func (adminSSE) handleStreams(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
+	}
+	return writeJSON(w, liveStreams.statuses())
+}
+
+// handleZones answers GET /sse/zones: {zone: {key: open streams}} for every
+// zone with open streams.
+func (adminSSE) handleZones(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
+	}
+	return writeJSON(w, zoneKeys())
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+	}
+	return nil
+}
+
+// zoneKeys returns the open streams of every zone by key, each key as the
+// log shows it with log_key. A zone whose streams are counted under several
+// key templates (several limits with different "per") has its keys
+// prefixed with their template and a space, so equal values of different
+// templates stay apart. Each zone's lock is held while its counters are
+// copied, not while the answer is built or written.
+func zoneKeys() map[string]map[string]int {
+	type named struct {
+		name string
+		z    *zone
+	}
+	var all []named
+	zones.Range(func(k, v any) bool {
+		name, _ := k.(string)
+		if z, ok := v.(*zone); ok && strings.HasPrefix(name, zonePoolPrefix) {
+			all = append(all, named{strings.TrimPrefix(name, zonePoolPrefix), z})
+		}
+		return true
+	})
+	out := make(map[string]map[string]int)
+	for _, n := range all {
+		counts := n.z.snapshot()
+		if len(counts) == 0 {
+			continue
+		}
+		templates := make(map[string]struct{}, 2)
+		for k := range counts {
+			id, _, _ := strings.Cut(k, "\x00")
+			templates[id] = struct{}{}
+		}
+		keys := make(map[string]int, len(counts))
+		for k, c := range counts {
+			id, key, _ := strings.Cut(k, "\x00")
+			if len(templates) > 1 {
+				key = id + " " + key
+			}
+			keys[key] += c
+		}
+		out[n.name] = keys
+	}
+	return out
+}
+
+// liveStreams holds every open stream of the process, whatever handler,
+// server or config it belongs to, for /sse/streams.
+var liveStreams = new(streamRegistry)
+
+// streamRegistry is a set of open streams, split into shards so streams
+// opening and ending on many cores do not all wait for one lock, and so a
+// reader holds each lock only to copy one shard's pointers.
+type streamRegistry struct {
+	shards [registryShards]registryShard
+	next   atomic.Uint64 // numbers the streams, to spread them over shards
+}
+
+type registryShard struct {
+	mu sync.Mutex
+	m  map[*streamWriter]struct{}
+	_  [40]byte // keep shards on separate cache lines
+}
+
+// liveStream is what /sse/streams shows of a stream: set once when it
+// opens, read-only afterwards, except the counters, which are atomic.
+type liveStream struct {
+	shard      uint32
+	info       streamStatus // everything but the counters
+	bytes      atomic.Int64
+	heartbeats atomic.Int64
+}
+
+// register adds sw to the registry. It runs on the handler goroutine when
+// the stream opens, so it may read the request's variables.
+func (sw *streamWriter) register() {
+	h, r := sw.h, sw.req
+	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	var zone *string
+	if h.zone != nil {
+		zone = &h.zoneName
+	}
+	sw.live.info = streamStatus{
+		Server:   h.srvName,
+		Host:     r.Host,
+		Method:   r.Method,
+		Path:     r.URL.Path,
+		ClientIP: clientIP,
+		Proto:    r.Proto,
+		Started:  sw.start.UTC().Format(startedLayout),
+		Zone:     zone,
+		Frame:    sw.frame.String(),
+	}
+	reg := liveStreams
+	sw.live.shard = uint32(reg.next.Add(1) % registryShards)
+	s := &reg.shards[sw.live.shard]
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[*streamWriter]struct{})
+	}
+	s.m[sw] = struct{}{}
+	s.mu.Unlock()
+}
+
+// unregister removes sw from the registry.
+func (sw *streamWriter) unregister() {
+	s := &liveStreams.shards[sw.live.shard]
+	s.mu.Lock()
+	delete(s.m, sw)
+	s.mu.Unlock()
+}
+
+// statuses returns the open streams, oldest first. Each shard's lock is
+// held only while its pointers are copied.
+func (reg *streamRegistry) statuses() []streamStatus {
+	var sws []*streamWriter
+	for i := range reg.shards {
+		s := &reg.shards[i]
+		s.mu.Lock()
+		for sw := range s.m {
+			sws = append(sws, sw)
+		}
+		s.mu.Unlock()
+	}
+	out := make([]streamStatus, len(sws))
+	for i, sw := range sws {
+		st := sw.live.info
+		st.Bytes = sw.live.bytes.Load()
+		st.Heartbeats = sw.live.heartbeats.Load()
+		out[i] = st
+	}
+	slices.SortFunc(out, func(a, b streamStatus) int { return strings.Compare(a.Started, b.Started) })
+	return out
+}
+
+const (
+	// registryShards is the number of shards of the stream registry.
+	registryShards = 32
+	// startedLayout is RFC 3339 in UTC with milliseconds: it sorts as text.
+	startedLayout = "2006-01-02T15:04:05.000Z07:00"
+)
+
+// Interface guards
+var (
+	_ caddy.Module      = (*adminSSE)(nil)
+	_ caddy.AdminRouter = (*adminSSE)(nil)
+)

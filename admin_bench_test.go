@@ -1,0 +1,59 @@
+package caddysse
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// One GET /sse/streams, and one GET /sse/zones, with 10,000 open streams
+// (each counted under its own key in one zone): how long the admin API
+// takes to answer, the registry's locks being held only to copy pointers.
+// Issue 14, item 1.
+func BenchmarkAdminStreams(b *testing.B) {
+	benchAdmin(b, "/sse/streams", adminSSE{}.handleStreams)
+}
+
+func BenchmarkAdminZones(b *testing.B) {
+	benchAdmin(b, "/sse/zones", adminSSE{}.handleZones)
+}
+
+func benchAdmin(b *testing.B, path string, handle func(http.ResponseWriter, *http.Request) error) {
+	const streams = 10_000
+	h, _ := limHandler(b, &Handler{Limits: []Limit{{Max: 1, Per: "{http.request.header.X-Key}"}}, Zone: "bench"})
+	sws := make([]*streamWriter, streams)
+	for i := range sws {
+		req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://tenant-%d.example/events/%d", i%100, i), nil)
+		req.Header.Set("X-Key", fmt.Sprint(i))
+		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+		sw := &streamWriter{h: h, req: req, start: time.Now(), frame: kindLine}
+		if ref := h.admit(sw); ref != nil {
+			b.Fatalf("stream %d refused", i)
+		}
+		sw.register()
+		sw.live.bytes.Store(int64(i))
+		sws[i] = sw
+	}
+	b.Cleanup(func() {
+		for _, sw := range sws {
+			sw.unregister()
+			h.release(sw)
+		}
+	})
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	var size int
+	b.ResetTimer()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		if err := handle(rec, req); err != nil {
+			b.Fatal(err)
+		}
+		size = rec.Body.Len()
+	}
+	b.ReportMetric(float64(size), "bytes/answer")
+}

@@ -1,0 +1,98 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// Fields sse adds to Caddy's access log line of a request, through the
+// request context's caddyhttp.ExtraLogFields, which the server writes with
+// the line once the handlers have returned. They are set on the handler
+// goroutine only (ExtraLogFields is not safe for concurrent use), before
+// ServeHTTP returns.
+
+// logFields returns the request's extra access log fields, or nil outside
+// a Caddy server.
+func logFields(r *http.Request) *caddyhttp.ExtraLogFields {
+	e, _ := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	return e
+}
+
+// logRefusedByLimit notes on the access log that a limit refused the
+// stream: which zone, limit and key template; the key only with log_key.
+func (sw *streamWriter) logRefusedByLimit(ref *refusal) {
+	e := logFields(sw.req)
+	if e == nil {
+		return
+	}
+	e.Set(zap.String("sse_refused", refusedLimit))
+	e.Set(zap.String("sse_zone", sw.h.zoneName))
+	e.Set(zap.Int("sse_limit", ref.limit.Max))
+	e.Set(zap.String("sse_per", ref.limit.Per))
+	if sw.h.LogKey {
+		e.Set(zap.String("sse_key", ref.key))
+	}
+}
+
+// logRefusedByUpstream notes on the access log that the upstream failed
+// before the stream began and the client was told to come back: the line's
+// status is 200, so the upstream's error and status are fields, and the
+// line is logged at error level, as the 502, 503 or 504 it replaces would
+// have been (unless a log_level variable already says otherwise).
+func (sw *streamWriter) logRefusedByUpstream(err error) {
+	e := logFields(sw.req)
+	if e == nil {
+		return
+	}
+	e.Set(zap.String("sse_refused", refusedUpstream))
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) {
+		e.Set(zap.Int("sse_upstream_status", he.StatusCode))
+		if he.Err != nil {
+			err = he.Err
+		}
+	}
+	e.Set(zap.String("sse_upstream_error", err.Error()))
+	ctx := sw.req.Context()
+	if _, set := caddyhttp.GetVar(ctx, caddyhttp.LogLevelVar).(string); !set {
+		caddyhttp.SetVar(ctx, caddyhttp.LogLevelVar, "ERROR")
+	}
+}
+
+// logEnd notes on the access log how a stream ended and what sse added to
+// it.
+func (sw *streamWriter) logEnd(why endReason) {
+	e := logFields(sw.req)
+	if e == nil {
+		return
+	}
+	e.Set(zap.String("sse_end", string(why)))
+	e.Set(zap.Int64("sse_heartbeats", sw.live.heartbeats.Load()))
+	e.Set(zap.String("sse_frame", sw.frame.String()))
+	if sw.h.zone != nil {
+		e.Set(zap.String("sse_zone", sw.h.zoneName))
+	}
+}
+
+// The values of the sse_refused field, and of the refused metric's reason.
+const (
+	refusedLimit    = "limit"
+	refusedUpstream = "upstream"
+)
