@@ -19,6 +19,8 @@ command -v curl >/dev/null 2>&1 || [ -x /usr/bin/curl ] || missing="$missing cur
 # Node runs the npm SSE client libraries (e2e/clients, installed with npm ci)
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# a Redis for the fleet-wide limit tests (each test starts its own)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
 
 if [ -z "$missing" ]; then
 	echo "e2e deps present: chromium nginx curl node npm"
