@@ -58,8 +58,9 @@ type slot struct{ key string }
 
 // refusal says which limit refused a stream, for the log.
 type refusal struct {
-	limit Limit
-	key   string
+	limit       Limit
+	key         string
+	unavailable bool // the zone's Redis is unreachable and on_error is refuse
 }
 
 // occurrences numbers the sse handlers of each server within a config
@@ -121,13 +122,22 @@ func (h *Handler) admit(sw *streamWriter) *refusal {
 		}
 		keys[i] = l.id + "\x00" + boundKey(key)
 	}
-	z := h.zone
+	if h.store != nil {
+		return h.store.admit(h, sw, keys) // redis.go
+	}
+	return h.zone.take(sw, h.limits, keys, false)
+}
+
+// take counts sw against every limit under keys (one per limit), or
+// against none and returns the refusal. With force, it counts without
+// checking: the stream was admitted elsewhere (in Redis).
+func (z *zone) take(sw *streamWriter, limits []compiledLimit, keys []string, force bool) *refusal {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	for i, l := range h.limits {
+	for i, l := range limits {
 		// limits with the same template count the same key: the stream
 		// needs room in each of them
-		if z.counts[keys[i]] >= l.Max {
+		if !force && z.counts[keys[i]] >= l.Max {
 			_, key, _ := strings.Cut(keys[i], "\x00")
 			return &refusal{limit: l.Limit, key: key}
 		}
@@ -167,6 +177,9 @@ func (h *Handler) release(sw *streamWriter) {
 	}
 	z.mu.Unlock()
 	sw.slots = nil
+	if h.store != nil {
+		h.store.release(sw)
+	}
 }
 
 // boundKey hashes keys longer than maxKeyLen, so a client cannot make the
@@ -185,12 +198,17 @@ func boundKey(k string) string {
 // (WHATWG HTML, 9.2.3, "fail the connection"). Other clients get
 // RefuseStatus with Retry-After, as an error handle_errors can shape.
 func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) error {
-	metrics.refused.WithLabelValues("limit").Inc()
-	fields := []zap.Field{zap.Int("limit", r.limit.Max), zap.String("per", r.limit.Per)}
-	if h.LogKey {
-		fields = append(fields, zap.String("key", r.key))
+	if r.unavailable {
+		metrics.refused.WithLabelValues("redis").Inc()
+		h.logger.Debug("stream refused: the zone's redis is unreachable and on_error is refuse", zap.String("zone", h.Zone))
+	} else {
+		metrics.refused.WithLabelValues("limit").Inc()
+		fields := []zap.Field{zap.Int("limit", r.limit.Max), zap.String("per", r.limit.Per)}
+		if h.LogKey {
+			fields = append(fields, zap.String("key", r.key))
+		}
+		h.logger.Info("stream limit reached", fields...)
 	}
-	h.logger.Info("stream limit reached", fields...)
 	if sw.eventSrc {
 		h.writeRetryAnswer(w, sw.frame)
 		return nil

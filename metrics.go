@@ -42,7 +42,7 @@ var metrics = struct {
 	}),
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_refused_total",
-		Help: "Streams refused, by reason: limit (a limit was full) or upstream (the upstream failed before the stream began).",
+		Help: "Streams refused, by reason: limit (a limit was full), upstream (the upstream failed before the stream began) or redis (a zone's Redis was unreachable, with on_error refuse).",
 	}, []string{"reason"}),
 	ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_ended_total",
@@ -85,7 +85,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 func init() {
 	// make every label value exist from the start, so dashboards and
 	// alerts see zeros instead of missing series
-	for _, r := range []string{"limit", "upstream"} {
+	for _, r := range []string{"limit", "upstream", "redis"} {
 		metrics.refused.WithLabelValues(r)
 	}
 	for _, r := range []endReason{endClient, endUpstream, endMaxDuration, endIdleTimeout, endShutdown, endDrain, endError} {
