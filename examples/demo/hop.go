@@ -39,8 +39,8 @@ import (
 //     client sees an incomplete chunked body). nginx's default is 60 s; the
 //     demo scales it down.
 //   - It drops the upstream's hop-by-hop fields (Connection and the fields
-//     it names, Keep-Alive, Transfer-Encoding, ...), and its Date and
-//     Server, as nginx does.
+//     it names, Keep-Alive, Transfer-Encoding, ...), as nginx does, and
+//     its Date and Server (nginx sends its own; net/http adds a Date).
 //
 // It serves GET and HEAD only, which is all the demo needs.
 type hop struct {

@@ -35,7 +35,7 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8080", "`address` the page listens on")
+	addr := flag.String("addr", "127.0.0.1:8080", "`address` the page listens on (the backend, Caddy and the hops always listen on 127.0.0.1, so open the page on this machine)")
 	idle := flag.Duration("idle", 10*time.Second, "the hop cuts a response whose upstream sent nothing for this long (nginx's proxy_read_timeout, 60s by default)")
 	buffer := flag.Int("buffer", 4096, "the hop's buffer size in `bytes` (nginx's proxy_buffer_size, one memory page by default)")
 	heartbeat := flag.Duration("heartbeat", 3*time.Second, "sse's heartbeat interval; keep it below -idle")
