@@ -761,8 +761,8 @@ func TestLimitCaddyfileErrors(t *testing.T) {
 		{"retry missing", []string{"retry"}, "retry: missing value"},
 		{"retry twice", []string{"retry 1s", "retry 2s"}, "retry already specified"},
 		{"retry two values", []string{"retry 1s 2s"}, `retry: one value expected, got extra "2s"`},
-		{"refuse_status 200", []string{"refuse_status 200"}, "refuse_status: want a 4xx or 5xx status code"},
-		{"refuse_status word", []string{"refuse_status busy"}, "refuse_status: want a 4xx or 5xx status code"},
+		{"refuse_status 200", []string{"refuse_status 200"}, "refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "},
+		{"refuse_status word", []string{"refuse_status busy"}, "refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got "},
 		{"upstream_errors unknown", []string{"upstream_errors never"}, `upstream_errors: must be "retry" or "pass"`},
 		{"log_key with a value", []string{"log_key yes"}, `log_key takes no arguments`},
 	} {
@@ -796,7 +796,7 @@ func TestLimitValidateJSON(t *testing.T) {
 		{"per without placeholder", `{"limits":[{"max":5,"per":"host"}]}`, `limits[0].per: "host" has no placeholder`},
 		{"per unknown placeholder", `{"limits":[{"max":5,"per":"{client_ip}"}]}`, "limits[0].per: unknown placeholder {client_ip}"},
 		{"retry negative", `{"retry":"-1s"}`, "retry: must not be negative"},
-		{"refuse_status 200", `{"refuse_status":200}`, "refuse_status: must be a 4xx or 5xx status, got 200"},
+		{"refuse_status 200", `{"refuse_status":200}`, "refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got 200"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler

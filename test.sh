@@ -21,6 +21,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "installing test dependencies"
 e2e/install-deps.sh
+e2e/clients/install.sh # the npm SSE clients, with npm ci from the committed lockfile
 go run "$STATICCHECK" -version
 
 step "gofmt"

@@ -16,7 +16,9 @@ missing=""
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 command -v curl >/dev/null 2>&1 || [ -x /usr/bin/curl ] || missing="$missing curl"
-# Node runs the npm SSE client libraries (e2e/clients, installed with npm ci)
+# Node runs the npm SSE client libraries (e2e/clients, installed with npm ci);
+# they need Node >= 20.18.1: Debian bookworm's nodejs (18) is too old, and
+# the client tests then fail with a message saying so
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 # a Redis for the fleet-wide limit tests (each test starts its own)
