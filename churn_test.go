@@ -471,8 +471,8 @@ func TestHostileKeys(t *testing.T) {
 		if got := testutil.CollectAndCount(metrics.ended); got != endedLabels {
 			t.Errorf("caddy_sse_streams_ended_total has %d label sets, had %d", got, endedLabels)
 		}
-		if refusedLabels != 2 || endedLabels != 7 {
-			t.Errorf("label sets: refused %d, ended %d; want the fixed 2 and 7", refusedLabels, endedLabels)
+		if refusedLabels != 3 || endedLabels != 7 {
+			t.Errorf("label sets: refused %d, ended %d; want the fixed 3 and 7", refusedLabels, endedLabels)
 		}
 	})
 }

@@ -483,6 +483,7 @@ http://:{{.HTTP}} {
 			mEnded + "{reason=upstream}",
 			mOpen + "{}",
 			mRefused + "{reason=limit}",
+			mRefused + "{reason=redis}",
 			mRefused + "{reason=upstream}",
 			mTotal + "{}",
 		}
