@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    heartbeat_frame auto|block|line
 //	    limit           <max> [per <key>]
 //	    zone            <name>
+//	    redis           <address> { ... }   (see RedisStore.unmarshalCaddyfile)
 //	    retry           <duration>
 //	    refuse_status   <code>
 //	    upstream_errors retry|pass
@@ -151,6 +152,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Zone = v
+
+		case "redis":
+			h.Redis = new(RedisStore)
+			if err := h.Redis.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			continue // its block is its own
 
 		case "retry":
 			v, err := oneArg(d, sub)

@@ -58,8 +58,9 @@ type slot struct{ key string }
 
 // refusal says which limit refused a stream, for the log.
 type refusal struct {
-	limit Limit
-	key   string
+	limit       Limit
+	key         string
+	unavailable bool // the zone's Redis is unreachable and on_error is refuse
 }
 
 // occurrences numbers the sse handlers of each server within a config
@@ -129,13 +130,25 @@ func (h *Handler) admit(sw *streamWriter) *refusal {
 		}
 		keys[i] = l.id + "\x00" + boundKey(key)
 	}
-	z := h.zone
+	if allEmpty(keys) {
+		return nil // no limit counts the request
+	}
+	if h.store != nil {
+		return h.store.admit(h, sw, keys) // redis.go
+	}
+	return h.zone.take(sw, h.limits, keys, false)
+}
+
+// take counts sw against every limit under keys (one per limit), or
+// against none and returns the refusal. With force, it counts without
+// checking: the stream was admitted elsewhere (in Redis).
+func (z *zone) take(sw *streamWriter, limits []compiledLimit, keys []string, force bool) *refusal {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	for i, l := range h.limits {
+	for i, l := range limits {
 		// limits with the same template count the same key: the stream
 		// needs room in each of them
-		if keys[i] != "" && z.counts[keys[i]] >= l.Max {
+		if !force && keys[i] != "" && z.counts[keys[i]] >= l.Max {
 			_, key, _ := strings.Cut(keys[i], "\x00")
 			return &refusal{limit: l.Limit, key: key}
 		}
@@ -148,6 +161,16 @@ func (h *Handler) admit(sw *streamWriter) *refusal {
 		}
 	}
 	return nil
+}
+
+// allEmpty reports whether every key is empty: no limit counts the request.
+func allEmpty(keys []string) bool {
+	for _, k := range keys {
+		if k != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func containsSlot(slots []slot, k string) bool {
@@ -175,6 +198,9 @@ func (h *Handler) release(sw *streamWriter) {
 	}
 	z.mu.Unlock()
 	sw.slots = nil
+	if h.store != nil {
+		h.store.release(sw)
+	}
 }
 
 // boundKey hashes keys longer than maxKeyLen, so a client cannot make the
@@ -193,12 +219,17 @@ func boundKey(k string) string {
 // (WHATWG HTML, 9.2.3, "fail the connection"). Other clients get
 // RefuseStatus with Retry-After, as an error handle_errors can shape.
 func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) error {
-	h.m.refusedLimit.Inc()
-	fields := []zap.Field{zap.Int("limit", r.limit.Max), zap.String("per", r.limit.Per)}
-	if h.LogKey {
-		fields = append(fields, zap.String("key", r.key))
+	if r.unavailable {
+		h.m.refusedRedis.Inc()
+		h.logger.Debug("stream refused: the zone's redis is unreachable and on_error is refuse", zap.String("zone", h.Zone))
+	} else {
+		h.m.refusedLimit.Inc()
+		fields := []zap.Field{zap.Int("limit", r.limit.Max), zap.String("per", r.limit.Per)}
+		if h.LogKey {
+			fields = append(fields, zap.String("key", r.key))
+		}
+		h.logger.Info("stream limit reached", fields...)
 	}
-	h.logger.Info("stream limit reached", fields...)
 	sw.logRefusedByLimit(r)
 	sw.resetHeader()
 	if sw.eventSrc {

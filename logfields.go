@@ -37,13 +37,19 @@ func logFields(r *http.Request) *caddyhttp.ExtraLogFields {
 
 // logRefusedByLimit notes on the access log that a limit refused the
 // stream: which zone, limit and key template; the key only with log_key.
+// A zone whose Redis is unreachable, with on_error refuse, refuses as
+// "redis".
 func (sw *streamWriter) logRefusedByLimit(ref *refusal) {
 	e := logFields(sw.req)
 	if e == nil {
 		return
 	}
-	e.Set(zap.String("sse_refused", refusedLimit))
 	e.Set(zap.String("sse_zone", sw.h.zoneName))
+	if ref.unavailable {
+		e.Set(zap.String("sse_refused", refusedRedis))
+		return
+	}
+	e.Set(zap.String("sse_refused", refusedLimit))
 	e.Set(zap.Int("sse_limit", ref.limit.Max))
 	e.Set(zap.String("sse_per", ref.limit.Per))
 	if sw.h.LogKey {
@@ -95,4 +101,5 @@ func (sw *streamWriter) logEnd(why endReason) {
 const (
 	refusedLimit    = "limit"
 	refusedUpstream = "upstream"
+	refusedRedis    = "redis"
 )

@@ -46,7 +46,7 @@ var metrics = struct {
 	}, []string{"server"}),
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_refused_total",
-		Help: "Streams refused, by reason: limit (a limit of the zone was full) or upstream (the upstream failed before the stream began, and the EventSource client was told to come back with a retry field).",
+		Help: "Streams refused, by reason: limit (a limit of the zone was full), upstream (the upstream failed before the stream began, and the EventSource client was told to come back with a retry field) or redis (the zone's Redis was unreachable, with on_error refuse).",
 	}, []string{"server", "zone", "reason"}),
 	ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_ended_total",
@@ -97,6 +97,7 @@ type handlerMetrics struct {
 	duration        prometheus.Observer
 	refusedLimit    prometheus.Counter
 	refusedUpstream prometheus.Counter
+	refusedRedis    prometheus.Counter
 	ended           map[endReason]prometheus.Counter // read-only after newHandlerMetrics
 }
 
@@ -112,6 +113,7 @@ func newHandlerMetrics(server, zone string) *handlerMetrics {
 		duration:        metrics.duration.WithLabelValues(server),
 		refusedLimit:    metrics.refused.WithLabelValues(server, zone, "limit"),
 		refusedUpstream: metrics.refused.WithLabelValues(server, zone, "upstream"),
+		refusedRedis:    metrics.refused.WithLabelValues(server, zone, "redis"),
 		ended:           make(map[endReason]prometheus.Counter, len(endReasons)),
 	}
 	for _, r := range endReasons {

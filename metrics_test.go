@@ -506,7 +506,7 @@ http://:{{.HTTP}} {
 			mTotal + "{server=srv0}",
 		}
 		for _, zone := range []string{"", "srv0#1"} {
-			for _, r := range []string{"limit", "upstream"} {
+			for _, r := range []string{"limit", "redis", "upstream"} {
 				want = append(want, mRefused+"{reason="+r+",server=srv0,zone="+zone+"}")
 			}
 			for _, r := range []string{"client", "drain", "error", "idle_timeout", "max_duration", "shutdown", "upstream"} {

@@ -96,6 +96,11 @@ type Handler struct {
 	// has its own, kept across config reloads.
 	Zone string `json:"zone,omitempty"`
 
+	// Count the zone's streams in Redis, shared by every Caddy instance
+	// that uses the same Redis and zone name. Requires zone. See
+	// RedisStore. Default: counted by this instance alone.
+	Redis *RedisStore `json:"redis,omitempty"`
+
 	// The reconnection time sent in a "retry:" field when a stream is
 	// refused or ended by this handler. Each hint is jittered up to 50 %
 	// above this value. Default: 3s. It must be more than 0: "retry: 0"
@@ -145,6 +150,9 @@ type Handler struct {
 	zoneKey     string            // key of zone in the zones pool
 	server      *caddyhttp.Server // key of h's entry in occurrences, if any
 	limits      []compiledLimit   // Limits with their counter ids
+	store       *redisStore       // the zone's Redis side, shared through redisStores (redis.go)
+	redisKey    string            // key of store in the redisStores pool
+	redisLoad   any               // the config load h checked its zone's redis settings in
 	streams     *streamSet        // open streams, for shutdown and drain (lifecycle.go)
 	loggedCoded *sync.Once        // the upstream-compressed stream notice is logged once
 	srvName     string            // name of h's server in the http app, "" outside one
@@ -224,6 +232,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionZone(ctx); err != nil {
 		return err
 	}
+	if err := h.provisionRedis(ctx); err != nil {
+		return err
+	}
 	h.m = newHandlerMetrics(h.srvName, h.zoneName)
 	metrics.zones.add(h)
 	h.provisionLifecycle(ctx)
@@ -282,7 +293,7 @@ func (h *Handler) Validate() error {
 	if h.RefuseStatus != 0 && !validRefuseStatus(h.RefuseStatus) {
 		return fmt.Errorf("refuse_status: %s, got %d", errRefuseStatus, h.RefuseStatus)
 	}
-	return nil
+	return h.checkRedis()
 }
 
 // Cleanup releases h's hold on its limit zone and lifecycle hooks. Streams
@@ -292,11 +303,12 @@ func (h *Handler) Cleanup() error {
 	if h.server != nil {
 		occurrences.Delete(h.server)
 	}
+	err := h.cleanupRedis()
 	if h.zoneKey != "" {
-		_, err := zones.Delete(h.zoneKey)
-		return err
+		_, zerr := zones.Delete(h.zoneKey)
+		err = errors.Join(err, zerr)
 	}
-	return nil
+	return err
 }
 
 // checkDuration rejects negative durations, and durations longer than the

@@ -61,13 +61,15 @@ func (z *zone) snapshot() map[string]int {
 }
 
 // zoneCollector exports the fill of every limit of the handlers that are
-// provisioned now. A zone shared by handlers of several servers is reported
-// under each of those servers, with the same values.
+// provisioned now, and the state of their zones' Redis connections. A zone
+// shared by handlers of several servers is reported under each of those
+// servers, with the same values.
 type zoneCollector struct {
 	mu       sync.Mutex
 	handlers map[*Handler]struct{} // provisioned handlers with limits
 
 	streams, keys, fullest, max *prometheus.Desc
+	redisUp, redisTransitions   *prometheus.Desc
 }
 
 // provisions numbers the handlers' provisioning, so the newest config's
@@ -85,6 +87,12 @@ func newZoneCollector() *zoneCollector {
 		keys:     desc("zone_keys", "Keys with at least one stream counted, in a zone, by key template."),
 		fullest:  desc("zone_fullest_key_streams", "Streams of the key with the most, in a zone, by key template: divide by caddy_sse_zone_max for how full the fullest key is."),
 		max:      desc("zone_max", "The limit: the most streams one key may have open, in a zone, by key template."),
+		redisUp: prometheus.NewDesc(prometheus.BuildFQName("caddy", "sse", "zone_redis_up"),
+			"1 when a zone with redis counts its streams in Redis, 0 when it falls back (Redis unreachable, or registering this instance's streams again).",
+			[]string{"server", "zone"}, nil),
+		redisTransitions: prometheus.NewDesc(prometheus.BuildFQName("caddy", "sse", "zone_redis_transitions_total"),
+			"Changes of how a zone with redis counts, by the mode entered: redis, local (Redis unreachable) or resync (Redis lost this instance's leases).",
+			[]string{"server", "zone", "to"}, nil),
 	}
 }
 
@@ -112,6 +120,8 @@ func (c *zoneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.keys
 	ch <- c.fullest
 	ch <- c.max
+	ch <- c.redisUp
+	ch <- c.redisTransitions
 }
 
 // Collect implements prometheus.Collector. It reads each zone once, under
@@ -124,8 +134,19 @@ func (c *zoneCollector) Collect(ch chan<- prometheus.Metric) {
 		id       string
 	}
 	limits := make(map[series]limit)
+	type store struct {
+		s   *redisStore
+		seq uint64
+	}
+	stores := make(map[series]store) // per is empty
 	c.mu.Lock()
 	for h := range c.handlers {
+		if h.store != nil {
+			s := series{server: h.srvName, zone: h.zoneName}
+			if cur, ok := stores[s]; !ok || h.seq > cur.seq {
+				stores[s] = store{h.store, h.seq}
+			}
+		}
 		for _, l := range h.limits {
 			s := series{h.srvName, h.zoneName, l.Per}
 			if cur, ok := limits[s]; !ok || h.seq > cur.seq {
@@ -153,6 +174,17 @@ func (c *zoneCollector) Collect(ch chan<- prometheus.Metric) {
 			{c.max, float64(l.max)},
 		} {
 			ch <- prometheus.MustNewConstMetric(m.d, prometheus.GaugeValue, m.v, s.server, s.zone, s.per)
+		}
+	}
+	for s, st := range stores {
+		up := 0.0
+		if st.s.state.Load() == storeUp {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.redisUp, prometheus.GaugeValue, up, s.server, s.zone)
+		for to, name := range storeStateNames {
+			ch <- prometheus.MustNewConstMetric(c.redisTransitions, prometheus.CounterValue,
+				float64(st.s.transitions[to].Load()), s.server, s.zone, name)
 		}
 	}
 }

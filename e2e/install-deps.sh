@@ -21,6 +21,8 @@ command -v curl >/dev/null 2>&1 || [ -x /usr/bin/curl ] || missing="$missing cur
 # the client tests then fail with a message saying so
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# a Redis for the fleet-wide limit tests (each test starts its own)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus" # dashboard_test.go runs the dashboard's queries
 
 if [ -z "$missing" ]; then

@@ -1,123 +1,82 @@
-// Command demo runs Caddy with the sse module in front of an event-stream
-// backend that misbehaves the way real ones do, and serves a page that shows
-// the events arriving live in a browser EventSource.
+// Copyright 2026 The caddy-sse Authors
 //
-//	go run ./examples/demo            # then open http://localhost:8080
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
 //
-// The backend sends compressible JSON events in bursts, then stays quiet for
-// 40 s, the way an LLM "thinks"; its responses get a hop-by-hop Keep-Alive
-// field through header_down, which HTTP/2 and HTTP/3 clients reject. Caddy
-// runs encode gzip zstd in front of it. With sse, the page shows each event
-// as it is sent, heartbeats during the quiet stretch, and uncompressed,
-// clean headers; run with -sse=false to see stock Caddy's behaviour.
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+// Command demo shows, side by side and at the same time, one misbehaving
+// event-stream backend reached through stock Caddy and through Caddy with
+// sse, each behind the same "production hop": an in-process reverse proxy
+// that behaves like nginx with its default settings (see hop.go), with its
+// idle timeout scaled down from 60 s to 10 s.
+//
+//	go run ./examples/demo            # then open the URL it prints
+//
+//	backend ─┬─ Caddy: encode + reverse_proxy ───────── hop ─┐
+//	         └─ Caddy: encode + sse + reverse_proxy ─── hop ─┴─ one page, two columns
+//
+// The backend sends bursts of compressible JSON token events, then stays
+// quiet longer than the hop's idle timeout, the way a language model
+// "thinks"; it sends Connection: keep-alive, and the Caddyfile adds
+// Keep-Alive with header_down. Through stock Caddy the hop buffers the
+// gzipped stream, so events arrive late and in bunches, and it cuts the
+// stream in every quiet stretch, so the browser reconnects. Through Caddy
+// with sse the hop passes each event on at once and heartbeats keep the
+// stream open.
+//
+// Everything listens on 127.0.0.1 only. Caddy runs with its admin endpoint
+// off, persist_config off and auto_https off: the demo writes nothing to
+// disk, in the home directory or elsewhere.
 package main
 
 import (
-	_ "embed"
+	"context"
 	"flag"
 	"fmt"
 	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	_ "github.com/caddyserver/caddy/v2/modules/standard"
-
-	_ "github.com/caddy-sse/caddy-sse"
 )
 
-//go:embed index.html
-var page []byte
-
 func main() {
-	addr := flag.String("addr", "localhost:8080", "address Caddy listens on")
-	withSSE := flag.Bool("sse", true, "put the sse directive in front of the backend")
-	heartbeat := flag.Duration("heartbeat", 5*time.Second, "sse heartbeat interval")
-	quiet := flag.Duration("quiet", 40*time.Second, "how long the backend stays quiet between bursts")
+	addr := flag.String("addr", "127.0.0.1:8080", "`address` the page listens on (the backend, Caddy and the hops always listen on 127.0.0.1, so open the page on this machine)")
+	idle := flag.Duration("idle", 10*time.Second, "the hop cuts a response whose upstream sent nothing for this long (nginx's proxy_read_timeout, 60s by default)")
+	buffer := flag.Int("buffer", 4096, "the hop's buffer size in `bytes` (nginx's proxy_buffer_size, one memory page by default)")
+	heartbeat := flag.Duration("heartbeat", 3*time.Second, "sse's heartbeat interval; keep it below -idle")
+	quiet := flag.Duration("quiet", 15*time.Second, "how long the backend stays quiet between answers; keep it above -idle")
+	gap := flag.Duration("gap", 20*time.Millisecond, "time between two tokens of an answer")
 	flag.Parse()
+	if *quiet <= 0 || *gap <= 0 || *idle <= 0 || *buffer <= 0 || *heartbeat <= 0 {
+		log.Fatal("-idle, -buffer, -heartbeat, -quiet and -gap must be positive")
+	}
 
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := log.New(os.Stderr, "", log.Ltime)
+	d, err := start(ctx, settings{
+		addr:      *addr,
+		idle:      *idle,
+		bufSize:   *buffer,
+		heartbeat: *heartbeat,
+		gap:       *gap,
+		quiet:     *quiet,
+		logger:    logger,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	go http.Serve(backend, backendHandler(*quiet))
-
-	sse := ""
-	if *withSSE {
-		sse = fmt.Sprintf("sse {\n\t\theartbeat %s\n\t}", *heartbeat)
-	}
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-}
-http://%s {
-	encode gzip zstd
-	%s
-	reverse_proxy %s {
-		header_down Keep-Alive "timeout=5"
-	}
-}
-`, *addr, sse, backend.Addr())
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "demo Caddyfile"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Printf("Caddy (sse=%v) in front of a misbehaving backend.\nOpen http://%s in a browser, or: curl -N -H 'Accept-Encoding: gzip' http://%s/events\nCaddyfile:\n%s",
-		*withSSE, *addr, *addr, caddyfile)
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	<-sig
-	_ = caddy.Stop()
-}
-
-// backendHandler serves the page and the event stream. The stream sends a
-// burst of five events a second apart, then stays quiet, forever; it resumes
-// after Last-Event-ID when the browser reconnects.
-func backendHandler(quiet time.Duration) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(page)
-	})
-	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
-		id := 0
-		fmt.Sscan(r.Header.Get("Last-Event-ID"), &id)
-		w.Header().Set("Content-Type", "text/event-stream")
-		// what many frameworks send, and what HTTP/2 clients reject
-		w.Header().Set("Connection", "keep-alive")
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		filler := strings.Repeat("lorem ipsum dolor sit amet ", 8)
-		for {
-			for range 5 {
-				id++
-				fmt.Fprintf(w, "id: %d\nevent: token\ndata: {\"n\":%d,\"sent\":%d,\"text\":%q}\n\n",
-					id, id, time.Now().UnixMilli(), filler)
-				if rc.Flush() != nil {
-					return
-				}
-				select {
-				case <-time.After(time.Second):
-				case <-r.Context().Done():
-					return
-				}
-			}
-			select {
-			case <-time.After(quiet):
-			case <-r.Context().Done():
-				return
-			}
-		}
-	})
-	return mux
+	fmt.Print(d.describe())
+	<-ctx.Done()
+	fmt.Println("stopping")
+	d.close()
 }

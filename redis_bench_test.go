@@ -1,0 +1,170 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+// What a Redis zone costs, against a real redis-server on loopback. Run:
+//
+//	go test -run '^$' -bench 'Redis' -benchtime 3000x .
+//
+// (BENCHMARKS.md, "Limits across instances", has the figures.)
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// BenchmarkRedisAdmission times one EventSource request through sse, from
+// admission to release, with a local zone and with a Redis zone, and
+// reports p50 and p99.
+func BenchmarkRedisAdmission(b *testing.B) {
+	rs := startRedis(b)
+	for _, store := range []string{"local", "redis"} {
+		b.Run(store, func(b *testing.B) {
+			h := benchRedisHandler(b, rs, store)
+			next := func(w http.ResponseWriter, r *http.Request) error { return limStreamNext(w, r) }
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				req := httptest.NewRequest(http.MethodGet, "http://example.com/events", nil)
+				req.Header.Set("Accept", "text/event-stream")
+				req.Header.Set("X-Key", strconv.Itoa(i%100))
+				start := time.Now()
+				if _, err := limServe(h, req, next); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			if h.store != nil && h.store.Mode() != "redis" {
+				b.Fatalf("the zone fell back to %s", h.store.Mode())
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkRedisAdmissionParallel is how many admissions (and releases)
+// per second one instance sustains against one Redis.
+func BenchmarkRedisAdmissionParallel(b *testing.B) {
+	rs := startRedis(b)
+	h := benchRedisHandler(b, rs, "redis")
+	next := func(w http.ResponseWriter, r *http.Request) error { return limStreamNext(w, r) }
+	b.SetParallelism(16)
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			req := httptest.NewRequest(http.MethodGet, "http://example.com/events", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set("X-Key", strconv.Itoa(i%100))
+			if _, err := limServe(h, req, next); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.StopTimer()
+	if h.store.Mode() != "redis" {
+		b.Fatalf("the zone fell back to %s", h.store.Mode())
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "admissions/s")
+}
+
+// BenchmarkRedisRenew10k is one renewal round of 10,000 open streams, and
+// what it costs Caddy and Redis in CPU, as a share of one core at the
+// default lease (30s: a round every 10s).
+func BenchmarkRedisRenew10k(b *testing.B) {
+	rs := startRedis(b)
+	h := benchRedisHandler(b, rs, "redis")
+	s := h.store
+	const streams = 10000
+	s.mu.Lock()
+	for i := range streams {
+		s.leases[new(streamWriter)] = &redisLease{
+			member: incarnation + ".b" + strconv.Itoa(i),
+			keys:   []string{s.prefix + "k:" + hashKey("bench\x00"+strconv.Itoa(i%1000))},
+		}
+	}
+	s.mu.Unlock()
+	redisCPU := func() float64 {
+		var total float64
+		for _, line := range rs.do(b, "INFO", "cpu") {
+			for _, l := range strings.Split(line, "\n") {
+				k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+				if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+					f, _ := strconv.ParseFloat(v, 64)
+					total += f
+				}
+			}
+		}
+		return total
+	}
+	if err := s.renew(); err != nil { // loads the script
+		b.Fatal(err)
+	}
+	cpu0, r0 := processCPU(), redisCPU()
+	b.ResetTimer()
+	for range b.N {
+		if err := s.renew(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	period := (defaultRedisLease / 3).Seconds()
+	caddyPerRound := (processCPU() - cpu0).Seconds() / float64(b.N)
+	redisPerRound := (redisCPU() - r0) / float64(b.N)
+	b.ReportMetric(caddyPerRound*1000, "caddy-cpu-ms/round")
+	b.ReportMetric(redisPerRound*1000, "redis-cpu-ms/round")
+	b.ReportMetric(100*caddyPerRound/period, "caddy-%core@30s")
+	b.ReportMetric(100*redisPerRound/period, "redis-%core@30s")
+	s.mu.Lock()
+	clear(s.leases)
+	s.mu.Unlock()
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchRedisHandler is redisHandler with a limit nothing reaches, and a
+// timeout a loaded machine does not trip; store "local" has no redis.
+func benchRedisHandler(b *testing.B, rs *redisServer, store string) *Handler {
+	h := &Handler{
+		Zone:   b.Name(),
+		Limits: []Limit{{Max: 1 << 30, Per: "{http.request.header.X-Key}"}},
+	}
+	if store == "redis" {
+		h.Redis = &RedisStore{Address: rs.addr, Password: rs.password, Timeout: caddy1s}
+	}
+	h, _ = limHandler(b, h)
+	h.logger = zap.NewNop()
+	return h
+}
+
+const caddy1s = 1e9 // 1s, as a caddy.Duration

@@ -1,0 +1,549 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/redis/rueidis"
+)
+
+// A stream admitted through Redis holds a member in its key's set, kept
+// past its lease by renewals and removed when it ends; the max holds.
+func TestRedisLeaseRenewedAndReleased(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "renew", onErrorLocal)
+	a := openRedisStream(t, h, "k1")
+	b := openRedisStream(t, h, "k1")
+	if c := openRedisStream(t, h, "k1"); c.admitted {
+		t.Fatal("a third stream was admitted with limit 2")
+	}
+	set := redisSetKey(h, "k1")
+	if n := rs.zcard(t, set); n != 2 {
+		t.Fatalf("ZCARD = %d, want 2", n)
+	}
+	// two leases later, the members are still there: renewed
+	until := rs.now(t).Add(2 * h.store.lease)
+	limWaitFor(t, "two leases to pass", func() bool { return rs.now(t).After(until) })
+	if n := rs.zcard(t, set); n != 2 {
+		t.Fatalf("after two leases, ZCARD = %d, want 2 (leases not renewed)", n)
+	}
+	now := strconv.FormatInt(rs.now(t).UnixMilli(), 10)
+	if n := rs.do(t, "ZCOUNT", set, "-inf", now)[0]; n != "0" {
+		t.Fatalf("%s leases expired before Redis's now", n)
+	}
+	a.end()
+	limWaitFor(t, "the ended stream's member to go", func() bool { return rs.zcard(t, set) == 1 })
+	b.end()
+	limWaitFor(t, "both members to go", func() bool { return rs.zcard(t, set) == 0 })
+	if c := openRedisStream(t, h, "k1"); !c.admitted {
+		t.Fatal("a stream was refused after the others ended")
+	}
+}
+
+// Keys reach Redis hashed: no client value appears in any key or member.
+func TestRedisKeysHashed(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "hashed", onErrorLocal)
+	openRedisStream(t, h, "secret-token-value")
+	keys := rs.do(t, "KEYS", "*")
+	if len(keys) == 0 {
+		t.Fatal("no key in Redis")
+	}
+	for _, k := range keys {
+		if strings.Contains(k, "secret") {
+			t.Errorf("key %q holds the client's value", k)
+		}
+	}
+}
+
+// Redis dies: open streams go on, new ones are counted by this instance
+// (on_error local); Redis comes back empty: the open streams are
+// registered again before Redis counts new ones.
+func TestRedisDownLocalThenResync(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "down", onErrorLocal)
+	a := openRedisStream(t, h, "k")
+	set := redisSetKey(h, "k")
+	if n := rs.zcard(t, set); n != 1 {
+		t.Fatalf("ZCARD = %d, want 1", n)
+	}
+	rs.stop(t)
+	b := openRedisStream(t, h, "k") // trips the breaker, admitted locally
+	if !b.admitted {
+		t.Fatal("with on_error local, a stream within the limit was refused while Redis was down")
+	}
+	if m := h.store.Mode(); m != "local" {
+		t.Fatalf("mode = %q, want local", m)
+	}
+	if c := openRedisStream(t, h, "k"); c.admitted {
+		t.Fatal("the local counters admitted a third stream with limit 2")
+	}
+	if a.done() || b.done() {
+		t.Fatal("an open stream ended when Redis went down")
+	}
+	rs.start(t) // empty: no persistence
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	if n := rs.zcard(t, set); n != 2 {
+		t.Fatalf("after Redis came back, ZCARD = %d, want 2 (open streams not registered again)", n)
+	}
+	if c := openRedisStream(t, h, "k"); c.admitted {
+		t.Fatal("Redis admitted a third stream with limit 2")
+	}
+	a.end()
+	limWaitFor(t, "the ended stream's member to go", func() bool { return rs.zcard(t, set) == 1 })
+}
+
+// Redis restarted empty while the breaker saw nothing: the instance finds
+// its marker gone and registers its streams again before counting there.
+func TestRedisRestartedEmptyResync(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "restart", onErrorLocal)
+	openRedisStream(t, h, "k")
+	set := redisSetKey(h, "k")
+	rs.do(t, "FLUSHALL")
+	// the next admission sees the marker gone: it must not count on the
+	// empty set (which would admit two more)
+	openRedisStream(t, h, "k")
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	if n := rs.zcard(t, set); n != 2 {
+		t.Fatalf("ZCARD = %d, want 2", n)
+	}
+	if c := openRedisStream(t, h, "k"); c.admitted {
+		t.Fatal("a third stream was admitted with limit 2")
+	}
+}
+
+// on_error refuse: while Redis is down, new streams get the usual
+// EventSource-safe refusal; open streams go on.
+func TestRedisDownRefuse(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "refuse", onErrorRefuse)
+	a := openRedisStream(t, h, "k")
+	rs.stop(t)
+	b := openRedisStream(t, h, "k")
+	if b.admitted {
+		t.Fatal("with on_error refuse, a stream was admitted while Redis was down")
+	}
+	if !strings.Contains(b.body(), "retry:") || b.status() != http.StatusOK {
+		t.Fatalf("refusal = %d %q, want 200 with a retry field", b.status(), b.body())
+	}
+	if m := h.store.Mode(); m != "refuse" {
+		t.Fatalf("mode = %q, want refuse", m)
+	}
+	if a.done() {
+		t.Fatal("an open stream ended when Redis went down")
+	}
+	rs.start(t)
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	if c := openRedisStream(t, h, "k"); !c.admitted {
+		t.Fatal("a stream within the limit was refused after Redis came back")
+	}
+}
+
+// A Redis that accepts connections and never answers costs an admission
+// one timeout, and then none: the breaker is open.
+func TestRedisSlowBreaker(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "slow", onErrorLocal)
+	openRedisStream(t, h, "k")
+	rs.pause(t)
+	start := time.Now()
+	if s := openRedisStream(t, h, "k"); !s.admitted {
+		t.Fatal("on_error local refused a stream within the limit")
+	}
+	if d := time.Since(start); d > h.store.timeout+500*time.Millisecond {
+		t.Fatalf("admission against a stalled Redis took %s, timeout is %s", d, h.store.timeout)
+	}
+	start = time.Now()
+	openRedisStream(t, h, "other")
+	if d := time.Since(start); d > h.store.timeout/2 {
+		t.Fatalf("with the breaker open, admission took %s: it still called Redis", d)
+	}
+	rs.resume(t)
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+}
+
+// The Caddyfile's redis block, and its errors, which name the field and
+// never quote the password.
+func TestRedisCaddyfile(t *testing.T) {
+	h := new(Handler)
+	d := caddyfile.NewTestDispenser(`sse {
+		zone chat
+		limit 2 per {http.request.remote.host}
+		redis redis://10.0.0.1:6379/2 {
+			username caddy
+			password {env.REDIS_PASSWORD}
+			db 3
+			tls insecure ca /etc/ca.pem
+			key_prefix sse1
+			lease 20s
+			timeout 50ms
+			on_error refuse
+		}
+		retry 5s
+	}`)
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := RedisStore{
+		Address: "redis://10.0.0.1:6379/2", Username: "caddy", Password: "{env.REDIS_PASSWORD}", DB: 3,
+		TLS: &RedisTLS{InsecureSkipVerify: true, CA: "/etc/ca.pem"}, KeyPrefix: "sse1",
+		Lease: caddy.Duration(20 * time.Second), Timeout: caddy.Duration(50 * time.Millisecond), OnError: "refuse",
+	}
+	if h.Redis == nil || fmt.Sprint(*h.Redis.TLS) != fmt.Sprint(*want.TLS) {
+		t.Fatalf("redis = %+v", h.Redis)
+	}
+	got := *h.Redis
+	got.TLS, want.TLS = nil, nil
+	if got != want {
+		t.Fatalf("redis = %+v, want %+v", got, want)
+	}
+	if h.Retry == nil {
+		t.Fatal("the option after the redis block was not parsed")
+	}
+
+	for _, c := range []struct{ in, want string }{
+		{`redis`, "redis: missing address"},
+		{"redis 127.0.0.1:6379 {\nlease 500ms\n}", "redis: lease: must be at least 1s"},
+		{"redis 127.0.0.1:6379 {\non_error maybe\n}", `redis: on_error: must be "local" or "refuse"`},
+		{"redis 127.0.0.1:6379 {\ntimeout 20s\n}", "redis.timeout: 20s is more than a third of the lease"},
+		{"redis 127.0.0.1:6379 {\nbogus\n}", `redis: unrecognized option "bogus"`},
+		{"redis 127.0.0.1:6379 {\nkey_prefix a:b\n}", "redis: key_prefix: must not contain"},
+		{"redis redis://u:hunter2@[::1 {\n}", "redis.address: not a valid URL"},
+		{`redis http://u:hunter2@x:1`, `scheme must be redis, rediss or unix, got "http"`},
+	} {
+		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse {\n" + c.in + "\n}"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.in, err, c.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error quotes the password: %v", c.in, err)
+		}
+		if !strings.Contains(err.Error(), "Testfile:") {
+			t.Errorf("%s: the error does not name the line: %v", c.in, err)
+		}
+	}
+}
+
+// JSON errors name the field path; a zone is required; blocks sharing a
+// zone must share its redis settings.
+func TestRedisValidate(t *testing.T) {
+	for _, c := range []struct {
+		h    Handler
+		want string
+	}{
+		{Handler{Limits: []Limit{{Max: 1}}, Redis: &RedisStore{Address: "x:1"}}, "redis: needs a zone name"},
+		{Handler{Zone: "z", Redis: &RedisStore{Address: "x:1"}}, "redis: has nothing to count without a limit"},
+		{Handler{Zone: "z", Limits: []Limit{{Max: 1}}, Redis: &RedisStore{}}, "redis.address: required"},
+		{Handler{Zone: "z", Limits: []Limit{{Max: 1}}, Redis: &RedisStore{Address: "x:1", Lease: caddy.Duration(time.Millisecond)}}, "redis.lease: must be at least 1s"},
+		{Handler{Zone: "z", Limits: []Limit{{Max: 1}}, Redis: &RedisStore{Address: "x:1", OnError: "x"}}, "redis.on_error"},
+		{Handler{Zone: "z", Limits: []Limit{{Max: 1}}, Redis: &RedisStore{Address: "x:1", DB: -1}}, "redis.db"},
+		{Handler{Zone: "a{b}", Limits: []Limit{{Max: 1}}, Redis: &RedisStore{Address: "x:1"}}, "zone: with redis"},
+	} {
+		if err := c.h.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: err = %v, want %q", c.h.Redis, err, c.want)
+		}
+	}
+
+	rs := startRedis(t)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	mk := func(r *RedisStore) *Handler {
+		return &Handler{Zone: "shared", Limits: []Limit{{Max: 1, Per: "{http.request.host}"}}, Redis: r}
+	}
+	a := mk(&RedisStore{Address: rs.addr, Password: rs.password})
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Cleanup()
+	b := mk(&RedisStore{Address: rs.addr, Password: rs.password, Lease: caddy.Duration(time.Minute)})
+	err := b.Provision(ctx)
+	if err == nil {
+		b.Cleanup()
+		t.Fatal("two blocks of one config share a zone with different redis settings")
+	}
+	if !strings.Contains(err.Error(), `zone "shared" is used with other redis settings`) || strings.Contains(err.Error(), rs.password) {
+		t.Fatalf("err = %v", err)
+	}
+	_ = b.Cleanup()
+	c := mk(nil)
+	if err := c.Provision(ctx); err == nil {
+		c.Cleanup()
+		t.Fatal("a block without redis shares a zone with one with redis")
+	}
+	_ = c.Cleanup()
+}
+
+// Nothing outlives Cleanup: caddy validate provisions and cleans up.
+func TestRedisStoreStopsAtCleanup(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "cleanup", onErrorLocal)
+	s := h.store
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the renewal loop still runs after the last Cleanup")
+	}
+	h.store, h.redisKey, h.zoneKey = nil, "", "" // cleaned up; the test's own Cleanup must not count twice
+}
+
+// redisStream is a stream opened through a handler, held open until end.
+type redisStream struct {
+	admitted bool
+	rec      *httptest.ResponseRecorder
+	stop     chan struct{}
+	finished chan struct{}
+}
+
+func (s *redisStream) end() {
+	close(s.stop)
+	<-s.finished
+}
+
+func (s *redisStream) done() bool {
+	select {
+	case <-s.finished:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *redisStream) body() string { <-s.finished; return s.rec.Body.String() }
+func (s *redisStream) status() int  { <-s.finished; return s.rec.Code }
+
+// openRedisStream runs an EventSource request with X-Key: key through h,
+// and returns once it is admitted (the inner handler runs) or answered.
+func openRedisStream(t testing.TB, h *Handler, key string) *redisStream {
+	t.Helper()
+	s := &redisStream{stop: make(chan struct{}), finished: make(chan struct{})}
+	entered := make(chan struct{})
+	req := httptest.NewRequest(http.MethodGet, "http://example.com/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("X-Key", key)
+	go func() {
+		defer close(s.finished)
+		s.rec, _ = limServe(h, req, func(w http.ResponseWriter, r *http.Request) error {
+			close(entered)
+			if err := limStreamNext(w, r); err != nil {
+				return err
+			}
+			select {
+			case <-s.stop:
+			case <-r.Context().Done():
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-entered:
+		s.admitted = true
+		t.Cleanup(func() {
+			select {
+			case <-s.stop:
+			default:
+				s.end()
+			}
+		})
+	case <-s.finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request was neither admitted nor answered")
+	}
+	return s
+}
+
+// redisHandler provisions an sse handler whose zone counts in rs: limit 2
+// per X-Key, lease 2s, timeout 200ms.
+func redisHandler(t testing.TB, rs *redisServer, zone, onError string) *Handler {
+	t.Helper()
+	h := &Handler{
+		Zone:   t.Name() + "-" + zone,
+		Limits: []Limit{{Max: 2, Per: "{http.request.header.X-Key}"}},
+		Redis: &RedisStore{
+			Address: rs.addr, Password: rs.password, KeyPrefix: "test" + strconv.Itoa(rs.port),
+			Lease: caddy.Duration(2 * time.Second), Timeout: caddy.Duration(200 * time.Millisecond), OnError: onError,
+		},
+	}
+	h, _ = limHandler(t, h)
+	if h.store == nil || h.store.Mode() != "redis" {
+		t.Fatalf("the zone does not count in Redis after provisioning")
+	}
+	return h
+}
+
+// redisSetKey is the Redis key of the set that counts X-Key: key.
+func redisSetKey(h *Handler, key string) string {
+	return h.store.prefix + "k:" + hashKey(h.limits[0].id+"\x00"+key)
+}
+
+// redisServer is a redis-server subprocess on a loopback port, with a
+// password and no persistence: a restart comes back empty.
+type redisServer struct {
+	addr, password string
+	port           int
+	dir            string
+	cmd            *exec.Cmd
+	exited         chan struct{}
+	client         rueidis.Client
+}
+
+// startRedis starts a redis-server for the test. Without one, the test is
+// skipped, or fails in CI.
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server is missing (e2e/install-deps.sh installs it)")
+		}
+		t.Skip("redis-server is not installed (e2e/install-deps.sh installs it)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	rs := &redisServer{
+		addr: fmt.Sprintf("127.0.0.1:%d", port), port: port,
+		password: "pw-" + strconv.Itoa(port), dir: t.TempDir(),
+	}
+	rs.start(t)
+	t.Cleanup(func() {
+		if rs.client != nil {
+			rs.client.Close()
+		}
+		rs.stop(t)
+	})
+	return rs
+}
+
+// start runs redis-server and waits until it answers.
+func (rs *redisServer) start(t testing.TB) {
+	t.Helper()
+	rs.cmd = exec.Command("redis-server", "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
+		"--requirepass", rs.password, "--save", "", "--appendonly", "no", "--dir", rs.dir,
+		"--logfile", filepath.Join(rs.dir, "redis.log"))
+	if err := rs.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rs.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		_ = cmd.Wait()
+		close(exited)
+	}(rs.cmd, rs.exited)
+	limWaitFor(t, "redis-server to answer", func() bool {
+		c, err := net.DialTimeout("tcp", rs.addr, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+}
+
+// stop kills redis-server and waits for it to exit.
+func (rs *redisServer) stop(t testing.TB) {
+	t.Helper()
+	select {
+	case <-rs.exited:
+		return
+	default:
+	}
+	_ = rs.cmd.Process.Signal(syscall.SIGCONT)
+	_ = rs.cmd.Process.Kill()
+	<-rs.exited
+}
+
+// pause stops redis-server (SIGSTOP): it accepts nothing new, answers
+// nothing; resume lets it go on.
+func (rs *redisServer) pause(t testing.TB) {
+	t.Helper()
+	if err := rs.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (rs *redisServer) resume(t testing.TB) {
+	t.Helper()
+	if err := rs.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// do runs a command and returns its reply as strings.
+func (rs *redisServer) do(t testing.TB, args ...string) []string {
+	t.Helper()
+	if rs.client == nil {
+		c, err := rueidis.NewClient(rueidis.ClientOption{
+			InitAddress: []string{rs.addr}, Password: rs.password, DisableCache: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.client = c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res := rs.client.Do(ctx, rs.client.B().Arbitrary(args...).Build())
+	if _, ok := rueidis.IsRedisErr(res.Error()); res.Error() != nil && !ok {
+		// a connection broken by a restart: the client redials now
+		res = rs.client.Do(ctx, rs.client.B().Arbitrary(args...).Build())
+	}
+	if arr, err := res.AsStrSlice(); err == nil {
+		return arr
+	}
+	if n, err := res.AsInt64(); err == nil {
+		return []string{strconv.FormatInt(n, 10)}
+	}
+	s, err := res.ToString()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return []string{s}
+}
+
+func (rs *redisServer) zcard(t testing.TB, key string) int {
+	t.Helper()
+	n, _ := strconv.Atoi(rs.do(t, "ZCARD", key)[0])
+	return n
+}
+
+// now is Redis's clock.
+func (rs *redisServer) now(t testing.TB) time.Time {
+	t.Helper()
+	r := rs.do(t, "TIME")
+	s, _ := strconv.ParseInt(r[0], 10, 64)
+	us, _ := strconv.ParseInt(r[1], 10, 64)
+	return time.Unix(s, us*1000)
+}
