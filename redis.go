@@ -484,9 +484,6 @@ type redisStore struct {
 
 	client atomic.Pointer[rueidis.Client]
 	state  atomic.Int32 // storeUp, storeDown or storeSync
-	// transitions counts the changes of state, by the state entered; the
-	// zone collector exports them (zonestats.go)
-	transitions [len(storeStateNames)]atomic.Uint64
 	seq    atomic.Uint64
 	wake   chan struct{} // asks the loop for a round now
 	stop   context.CancelFunc
@@ -495,6 +492,10 @@ type redisStore struct {
 	mu      sync.Mutex
 	leases  map[*streamWriter]*redisLease
 	pending []*redisLease // released while Redis was unreachable
+
+	// transitions counts the changes of state, by the state entered; the
+	// zone collector exports them (zonestats.go)
+	transitions [len(storeStateNames)]atomic.Uint64
 }
 
 // redisLease is one stream's member in the sets of its limits.
