@@ -236,9 +236,9 @@ func FuzzStreamWriter(f *testing.F) {
 		if sw == nil {
 			return // refused before the inner handler ran
 		}
-		sw.tmu.Lock()
-		running := sw.timer != nil && sw.timer.Stop()
-		sw.tmu.Unlock()
+		sw.st.tmu.Lock()
+		running := sw.st.timer != nil && sw.st.timer.Stop()
+		sw.st.tmu.Unlock()
 		if running {
 			t.Fatal("the stream's timer was still armed after ServeHTTP returned")
 		}

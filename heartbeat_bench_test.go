@@ -51,8 +51,8 @@ func BenchmarkWrite(b *testing.B) {
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 				w.Header().Set("Content-Type", "text/event-stream")
 				w.WriteHeader(http.StatusOK)
-				if sw := w.(*streamWriter); sw.mode != modeStream || sw.beats != (bc.heartbeat > 0) {
-					b.Fatalf("mode %d, beats %v: not the stream being measured", sw.mode, sw.beats)
+				if sw := w.(*streamWriter); sw.mode != modeStream || sw.st.beats != (bc.heartbeat > 0) {
+					b.Fatalf("mode %d, beats %v: not the stream being measured", sw.mode, sw.st.beats)
 				}
 				w.Write(benchEvent) // the first write records first-byte metrics
 				b.SetBytes(int64(len(benchEvent)))
@@ -96,8 +96,8 @@ func TestWriteDoesNotAllocate(t *testing.T) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(http.StatusOK)
 			w.Write(benchEvent)
-			if sw := w.(*streamWriter); (sw.scanner != nil) != tc.debug {
-				t.Fatalf("debug %v: event scanner %v", tc.debug, sw.scanner)
+			if sw := w.(*streamWriter); (sw.st.scanner != nil) != tc.debug {
+				t.Fatalf("debug %v: event scanner %v", tc.debug, sw.st.scanner)
 			}
 			if allocs := testing.AllocsPerRun(1000, func() { w.Write(benchEvent) }); allocs != 0 {
 				t.Errorf("heartbeat %v, debug %v: %v allocations per Write, want 0", heartbeat, tc.debug, allocs)
