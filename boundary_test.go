@@ -366,7 +366,7 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 // heartbeat interval has passed with nothing sent.
 func fireIdleTimer(sw *streamWriter) {
 	sw.st.lastIO.Store(monotime() - int64(sw.st.interval) - 1)
-	sw.st.tick()
+	sw.st.turn(monotime())
 }
 
 // newPropRand returns a deterministic random source for property tests.

@@ -21,24 +21,24 @@ import (
 	"time"
 )
 
-// Each stream has one timer (time.AfterFunc), and no goroutine while it
-// waits. Writes only store a timestamp; when the timer fires, tick works out
-// what is due (a heartbeat, the end of the stream) from the timestamps, does
-// it if the stream is at an event boundary, and re-arms the timer for what
-// is left. tick never waits behind a write in progress: it skips that round.
+// A stream's turn comes from its handler's scheduler (scheduler.go) when
+// its next heartbeat or end is due. Writes only store a timestamp; turn
+// works out what is really due from the timestamps, does it if the stream
+// is at an event boundary, and tells the scheduler when to come back. It
+// never waits behind a write in progress: it skips that round.
 
-// tick is the stream timer's callback.
-func (st *stream) tick() {
-	now := monotime()
+// turn does what is due for the stream at monotonic time now, and returns
+// when its next turn is due, or 0 if nothing is (a closed stream, or one
+// with no heartbeats and no end to wait for until scheduleEnd).
+func (st *stream) turn(now int64) int64 {
 	if !st.mu.TryLock() {
 		// a write is in progress, perhaps blocked on a slow client, or the
-		// stream is finishing: that write updates lastIO itself
-		st.rearmAfter(skipRetry)
-		return
+		// stream is closing: that write updates lastIO itself
+		return now + int64(skipRetry)
 	}
 	defer st.mu.Unlock()
 	if st.closed || st.ended != "" {
-		return
+		return 0
 	}
 	if st.pendingEnd == "" {
 		if why := st.dueEnd(now); why != "" {
@@ -50,13 +50,13 @@ func (st *stream) tick() {
 		// it has had maxEventWait to finish the event
 		if st.boundary.atBoundary(st.sse) || now-st.pendingAt >= int64(maxEventWait) {
 			st.endLocked(st.pendingEnd)
-			return
+			return 0
 		}
 	}
 	if st.beats && now-st.lastIO.Load() >= int64(st.interval) && st.boundary.atBoundary(true) {
 		st.beatLocked()
 	}
-	st.rearm(now)
+	return st.nextDue(now)
 }
 
 // beatLocked writes a heartbeat comment. st.mu must be held and the stream
@@ -89,14 +89,10 @@ func (st *stream) dueEnd(now int64) endReason {
 	return ""
 }
 
-// rearm sets the timer for the next thing due after now. It never re-arms a
-// finished stream's timer. st.mu must be held (it reads pendingEnd).
-func (st *stream) rearm(now int64) {
-	st.tmu.Lock()
-	defer st.tmu.Unlock()
-	if st.done.Load() {
-		return
-	}
+// nextDue returns when the next thing after now is due, or 0 if nothing
+// is: the scheduler then waits for scheduleEnd. st.mu must be held (it
+// reads pendingEnd).
+func (st *stream) nextDue(now int64) int64 {
 	next := int64(math.MaxInt64)
 	at := func(t int64) {
 		if t < next {
@@ -120,30 +116,22 @@ func (st *stream) rearm(now int64) {
 		at(st.lastUp.Load() + idle)
 	}
 	if st.pendingEnd != "" {
-		// Write ends the stream at the next boundary; the timer only
+		// Write ends the stream at the next boundary; the turn only
 		// enforces the bound
 		at(st.pendingAt + int64(maxEventWait))
 	}
 	if next == math.MaxInt64 {
-		return // nothing due: the timer waits for scheduleEnd
+		return 0
 	}
-	st.timer.Reset(max(time.Duration(next-now), minTick))
-}
-
-// rearmAfter sets the timer to fire after d, unless the stream is finished.
-func (st *stream) rearmAfter(d time.Duration) {
-	st.tmu.Lock()
-	defer st.tmu.Unlock()
-	if !st.done.Load() {
-		st.timer.Reset(d)
-	}
+	return next
 }
 
 // scheduleEnd asks the stream to end at, or after, monotonic time at, for
 // the reason why (shutdown, drain). Safe from any goroutine.
 func (st *stream) scheduleEnd(why endReason, at int64) {
-	st.tmu.Lock()
-	defer st.tmu.Unlock()
+	s := st.h.sched
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if st.done.Load() {
 		return
 	}
@@ -152,9 +140,16 @@ func (st *stream) scheduleEnd(why endReason, at int64) {
 	}
 	st.endWhy.Store(why)
 	st.endAt.Store(at)
-	// fire now: tick works out the soonest wake-up itself, so an earlier
-	// heartbeat is not lost to a later end
-	st.timer.Reset(0)
+	switch st.where {
+	case inQueue, running:
+		// its turn is now, and the scheduler puts it back no later than at
+	case inWheel:
+		if at < st.wtick*s.granule {
+			s.scheduleLocked(st, at)
+		}
+	default:
+		s.scheduleLocked(st, at)
+	}
 }
 
 // frameKind is how one stream's heartbeats and retry fields are framed.
@@ -251,9 +246,7 @@ const (
 	maxDurationSpread = 0.2
 	// maxEventWait bounds how long an end waits for an event to finish.
 	maxEventWait = 2 * time.Second
-	// skipRetry is how soon the timer tries again after skipping a round
-	// because a write was in progress.
+	// skipRetry is how soon a stream's turn comes again after it was
+	// skipped because a write was in progress.
 	skipRetry = 250 * time.Millisecond
-	// minTick keeps a stream's timer from spinning.
-	minTick = time.Millisecond
 )

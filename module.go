@@ -143,6 +143,7 @@ type Handler struct {
 	server      *caddyhttp.Server // key of h's entry in occurrences, if any
 	limits      []compiledLimit   // Limits with their counter ids
 	streams     *streamSet        // open streams, for shutdown and drain (lifecycle.go)
+	sched       *scheduler        // gives the streams their turns (scheduler.go)
 	loggedCoded *sync.Once        // the upstream-compressed stream notice is logged once
 }
 
@@ -187,6 +188,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Retry == 0 {
 		h.Retry = caddy.Duration(defaultRetry)
 	}
+	shortest := h.heartbeat
+	for _, d := range []caddy.Duration{h.IdleTimeout, h.MaxDuration, h.DrainOnReload} {
+		if d > 0 && (shortest <= 0 || time.Duration(d) < shortest) {
+			shortest = time.Duration(d)
+		}
+	}
+	h.sched = newScheduler(granuleFor(shortest))
 	if h.RefuseStatus == 0 {
 		h.RefuseStatus = http.StatusServiceUnavailable
 	}

@@ -15,7 +15,6 @@
 package caddysse
 
 import (
-	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -29,25 +28,28 @@ import (
 // upstream's bytes: where they stand in the event syntax (boundary), the
 // heartbeats, the ends sse decides (max_duration, idle_timeout, shutdown,
 // drain), the limit slots it holds, and its counts. The writer
-// (streamWriter) hands it the upstream's bytes; its timer drives the rest.
+// (streamWriter) hands it the upstream's bytes; its handler's scheduler
+// drives the rest, giving it a turn when something is due.
 //
 // Lock story. Three kinds of fields, by who may touch them when:
 //
 //   - Configuration (h through scanner below) is set on the handler
-//     goroutine, in ServeHTTP and open, before the timer exists, and is
-//     read-only afterwards. slots is written by admit before open and by
-//     release after close, both on the handler goroutine; the timer never
-//     reads it.
+//     goroutine, in ServeHTTP and open, before the stream is scheduled,
+//     and is read-only afterwards. slots is written by admit before open
+//     and by release after close, both on the handler goroutine; turns
+//     never read it.
 //   - lastIO, lastUp, endAt, endWhy and done are atomics: written by
-//     writes, by the timer, and by shutdown and drain from other
-//     goroutines; read by the timer without mu.
+//     writes, by turns, and by shutdown and drain from other goroutines;
+//     read by turns and by the scheduler without mu.
+//   - The scheduler links (wnext through where) belong to the scheduler
+//     and are guarded by its mutex (scheduler.go), never by mu.
 //   - mu serialises every write to the client (upstream bytes, heartbeats,
-//     retry hints, flushes) and guards every field declared after it. The
-//     timer only ever TryLocks mu, so it never waits behind a write.
+//     retry hints, flushes) and guards every field declared after it. A
+//     turn only ever TryLocks mu, so it never waits behind a write.
 //
-// tmu guards timer, so that re-arming it and stopping it in close never
-// race: close sets done, then stops the timer under tmu, and nothing
-// re-arms a done stream's timer.
+// close sets closed under mu, so nothing is written after it returns, then
+// done, then takes the stream out of its scheduler, which never puts a done
+// stream back.
 type stream struct {
 	h        *Handler
 	cancel   func(error)              // ends the request seen by the inner handlers
@@ -72,10 +74,11 @@ type stream struct {
 	// endWhy is its reason. Set by other goroutines, read by the timer.
 	endAt  atomic.Int64
 	endWhy atomic.Value // endReason
-	done   atomic.Bool  // closed: the timer must not be re-armed
+	done   atomic.Bool  // closed: the scheduler must not take it back
 
-	tmu   sync.Mutex  // guards timer arming against close; see rearm
-	timer *time.Timer // the stream's timer; set under tmu
+	wnext, wprev *stream // neighbours in the scheduler's wheel list or queue
+	wtick        int64   // the tick the stream waits for in the wheel
+	where        uint8   // nowhere, inWheel, inQueue or running
 
 	mu         sync.Mutex
 	boundary   boundaryTracker // where the bytes sent so far end
@@ -93,7 +96,7 @@ type stream struct {
 
 // open starts a stream's life once its header has gone to w: it flushes the
 // header, so the client sees the stream open before the first event, then
-// sets up the metrics, the registry and the timer. Called once, from
+// sets up the metrics, the registry and the first turn. Called once, from
 // WriteHeader, on the handler goroutine, before any byte of the body.
 func (st *stream) open(w http.ResponseWriter, now int64) {
 	h := st.h
@@ -119,12 +122,10 @@ func (st *stream) open(w http.ResponseWriter, now int64) {
 	if h.logger.Core().Enabled(zapcore.DebugLevel) {
 		st.scanner = new(eventScanner)
 	}
-	st.tmu.Lock()
-	st.timer = time.AfterFunc(math.MaxInt64, st.tick)
-	st.tmu.Unlock()
 	st.mu.Lock()
-	st.rearm(now)
+	next := st.nextDue(now)
 	st.mu.Unlock()
+	h.sched.schedule(st, next)
 	h.streams.add(st)
 }
 
@@ -233,8 +234,8 @@ func (st *stream) endLocked(why endReason) {
 }
 
 // close ends the stream's life, however the request ended: after it, no
-// byte is ever written and the timer is stopped (a heartbeat in flight
-// holds mu, so close waits it out). It returns why the stream ended: the
+// byte is ever written and the stream leaves its scheduler (a heartbeat in
+// flight holds mu, so close waits it out). It returns why the stream ended: the
 // reason sse ended it for, if it did, else why. Safe to call on a stream
 // that never opened.
 func (st *stream) close(why endReason) endReason {
@@ -250,11 +251,9 @@ func (st *stream) close(why endReason) endReason {
 	}
 	st.mu.Unlock()
 	st.done.Store(true)
-	st.tmu.Lock()
-	if st.timer != nil {
-		st.timer.Stop()
+	if st.h != nil && st.h.sched != nil {
+		st.h.sched.remove(st)
 	}
-	st.tmu.Unlock()
 	return why
 }
 
