@@ -43,10 +43,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
 		h:                     h,
 		req:                   r,
-		cancel:                cancel,
-		start:                 time.Now(),
 		eventSrc:              eventSrc,
-		frame:                 h.frameFor(acceptsSSE),
+		st: stream{
+			h:      h,
+			cancel: cancel,
+			start:  time.Now(),
+			frame:  h.frameFor(acceptsSSE),
+		},
 	}
 
 	if eventSrc && h.zone != nil {
@@ -62,7 +65,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// reverse_proxy panics with ErrAbortHandler when a write to
 			// the client fails; it does so too when sse ended or refused
 			// the stream on purpose, and then the response ends cleanly
-			if rec == http.ErrAbortHandler && (sw.endedOnPurpose() || sw.mode == modeRefused) {
+			if rec == http.ErrAbortHandler && (sw.st.endedOnPurpose() || sw.mode == modeRefused) {
 				err = h.afterNext(sw, nil, &why)
 				sw.finish(why)
 				return
@@ -93,7 +96,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 			// instead of letting a 502/503/504 kill it for good
 			metrics.refused.WithLabelValues("upstream").Inc()
 			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
-			h.writeRetryAnswer(sw.ResponseWriter, sw.frame)
+			h.writeRetryAnswer(sw.ResponseWriter, sw.st.frame)
 			return nil
 		}
 		return err
@@ -107,7 +110,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 // clientGone reports whether the client went away: a write to it failed or
 // its request was canceled.
 func (sw *streamWriter) clientGone() bool {
-	return sw.writeErrSeen() || sw.req.Context().Err() != nil
+	return sw.st.writeErrSeen() || sw.req.Context().Err() != nil
 }
 
 // failureReason is why a stream whose handler failed ended: the client
@@ -117,20 +120,6 @@ func (sw *streamWriter) failureReason() endReason {
 		return endClient
 	}
 	return endError
-}
-
-// writeErrSeen reports whether a write to the client failed.
-func (sw *streamWriter) writeErrSeen() bool {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.writeErr
-}
-
-// endedOnPurpose reports whether sse itself ended the stream.
-func (sw *streamWriter) endedOnPurpose() bool {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.ended != ""
 }
 
 // isUpstreamFailure reports whether err is a 502, 503 or 504 handler error.
