@@ -173,20 +173,20 @@ func (sw *streamWriter) register() {
 	if h.zone != nil {
 		zone = &h.zoneName
 	}
-	sw.live.info = streamStatus{
+	sw.st.live.info = streamStatus{
 		Server:   h.srvName,
 		Host:     r.Host,
 		Method:   r.Method,
 		Path:     r.URL.Path,
 		ClientIP: clientIP,
 		Proto:    r.Proto,
-		Started:  sw.start.UTC().Format(startedLayout),
+		Started:  sw.st.start.UTC().Format(startedLayout),
 		Zone:     zone,
-		Frame:    sw.frame.String(),
+		Frame:    sw.st.frame.String(),
 	}
 	reg := liveStreams
-	sw.live.shard = uint32(reg.next.Add(1) % registryShards)
-	s := &reg.shards[sw.live.shard]
+	sw.st.live.shard = uint32(reg.next.Add(1) % registryShards)
+	s := &reg.shards[sw.st.live.shard]
 	s.mu.Lock()
 	if s.m == nil {
 		s.m = make(map[*streamWriter]struct{})
@@ -197,7 +197,7 @@ func (sw *streamWriter) register() {
 
 // unregister removes sw from the registry.
 func (sw *streamWriter) unregister() {
-	s := &liveStreams.shards[sw.live.shard]
+	s := &liveStreams.shards[sw.st.live.shard]
 	s.mu.Lock()
 	delete(s.m, sw)
 	s.mu.Unlock()
@@ -217,9 +217,9 @@ func (reg *streamRegistry) statuses() []streamStatus {
 	}
 	out := make([]streamStatus, len(sws))
 	for i, sw := range sws {
-		st := sw.live.info
-		st.Bytes = sw.live.bytes.Load()
-		st.Heartbeats = sw.live.heartbeats.Load()
+		st := sw.st.live.info
+		st.Bytes = sw.st.live.bytes.Load()
+		st.Heartbeats = sw.st.live.heartbeats.Load()
 		out[i] = st
 	}
 	slices.SortFunc(out, func(a, b streamStatus) int { return strings.Compare(a.Started, b.Started) })

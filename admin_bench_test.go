@@ -31,12 +31,12 @@ func benchAdmin(b *testing.B, path string, handle func(http.ResponseWriter, *htt
 		req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://tenant-%d.example/events/%d", i%100, i), nil)
 		req.Header.Set("X-Key", fmt.Sprint(i))
 		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
-		sw := &streamWriter{h: h, req: req, start: time.Now(), frame: kindLine}
+		sw := &streamWriter{h: h, req: req, st: stream{h: h, start: time.Now(), frame: kindLine}}
 		if ref := h.admit(sw); ref != nil {
 			b.Fatalf("stream %d refused", i)
 		}
 		sw.register()
-		sw.live.bytes.Store(int64(i))
+		sw.st.live.bytes.Store(int64(i))
 		sws[i] = sw
 	}
 	b.Cleanup(func() {

@@ -333,14 +333,14 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		if sw, ok = w.(*streamWriter); !ok {
 			return fmt.Errorf("inner handler got a %T, want *streamWriter", w)
 		}
-		if !sw.beats {
+		if !sw.st.beats {
 			return fmt.Errorf("heartbeats are off for this stream")
 		}
 		for _, s := range script {
 			if s.beat {
-				before := sw.heartbeats
+				before := sw.st.heartbeats
 				fireIdleTimer(sw)
-				if sw.heartbeats > before && len(res.upstream) > 0 {
+				if sw.st.heartbeats > before && len(res.upstream) > 0 {
 					res.midStream++
 				}
 				continue
@@ -357,16 +357,16 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		t.Fatalf("ServeHTTP: %v", err)
 	}
 	res.client = rec.Body.Bytes()
-	res.beats = int(sw.heartbeats)
-	res.bomDropped = sw.ownFirst && bytes.HasPrefix(res.upstream, utf8BOM)
+	res.beats = int(sw.st.heartbeats)
+	res.bomDropped = sw.st.ownFirst && bytes.HasPrefix(res.upstream, utf8BOM)
 	return res
 }
 
 // fireIdleTimer runs the stream's timer callback as it runs when the
 // heartbeat interval has passed with nothing sent.
 func fireIdleTimer(sw *streamWriter) {
-	sw.lastIO.Store(monotime() - int64(sw.interval) - 1)
-	sw.tick()
+	sw.st.lastIO.Store(monotime() - int64(sw.st.interval) - 1)
+	sw.st.turn(monotime())
 }
 
 // newPropRand returns a deterministic random source for property tests.

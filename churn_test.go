@@ -492,7 +492,7 @@ func TestSlotsReleasedOnce(t *testing.T) {
 	h := fuzzHandler(t, `{"heartbeat": "1h", "limits": [{"max": 2}]}`)
 	newStream := func() *streamWriter {
 		req := fuzzRequest(http.MethodGet, true)
-		return &streamWriter{h: h, req: req, cancel: func(error) {}}
+		return &streamWriter{h: h, req: req, st: stream{h: h, cancel: func(error) {}}}
 	}
 	count := func() int {
 		h.zone.mu.Lock()

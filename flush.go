@@ -19,8 +19,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/net/http/httpguts"
@@ -36,75 +34,42 @@ const (
 	modeRefused               // a stream a limit refused: nothing reaches the client
 )
 
-// streamWriter wraps the writer handed to the handlers inside sse. It decides
-// in WriteHeader whether the response is a stream; for streams it repairs the
-// header, flushes every write, tracks event boundaries and lets the stream's
-// timer write heartbeats and end the stream between events.
+// streamWriter wraps the writer handed to the handlers inside sse, for one
+// response. It decides in WriteHeader whether the response is a stream,
+// admits it against the limits, repairs its header and opens its stream;
+// then it passes the stream's bytes to the stream, and every other
+// response's bytes straight through.
 //
-// The fields above mu are set on the handler goroutine before the stream's
-// timer exists and are read-only afterwards.
+// Lock story: none of its own. Its fields are used only on the goroutine of
+// the handlers inside sse (net/http does not allow concurrent use of a
+// ResponseWriter) and by ServeHTTP's teardown on the same goroutine, after
+// they return. Everything other goroutines touch lives in st, under st's
+// own lock story (stream.go).
 type streamWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 
 	h          *Handler
 	req        *http.Request
-	cancel     func(error)              // ends the request seen by the inner handlers
-	rc         *http.ResponseController // flushes the wrapped writer
-	start      time.Time                // when ServeHTTP began
-	eventSrc   bool                     // GET whose Accept lists text/event-stream
-	frame      frameKind                // how heartbeats and retry fields are framed for this client
+	eventSrc   bool // GET whose Accept lists text/event-stream
 	mode       mode
 	status     int
-	sse        bool          // Content-Type is text/event-stream (not an extra type)
-	encoded    bool          // the body has a content coding: nothing may be added to it
-	beats      bool          // heartbeats are on for this stream
-	interval   time.Duration // this stream's jittered heartbeat interval
-	slots      []slot        // limit slots held; released once in finish
-	refusal    *refusal      // why a limit refused the stream, in modeRefused
-	admitted   bool          // admission done (slots may still be empty without limits)
-	tmu        sync.Mutex    // guards timer arming against finish; see rearm
-	timer      *time.Timer   // the stream's timer; set under tmu
-	done       atomic.Bool   // finished: the timer must not be re-armed
-	maxEnd     int64         // monotonic deadline for max_duration, 0 if none
-	scanner    *eventScanner // counts events and ids, only when debug logging is on
+	refusal    *refusal // why a limit refused the stream, in modeRefused
+	admitted   bool     // admission done (st.slots may still be empty without limits)
 	finishOnce sync.Once
 
-	// lastIO is when the last byte (upstream or heartbeat) went to the client.
-	lastIO atomic.Int64
-	// lastUp is when the last upstream byte went to the client.
-	lastUp atomic.Int64
-	// endAt is when a scheduled end (shutdown, drain) is due, 0 if none;
-	// endWhy is its reason. Set by other goroutines, read by the timer.
-	endAt  atomic.Int64
-	endWhy atomic.Value // endReason
-
-	// mu serialises every write to the wrapped writer (upstream bytes,
-	// heartbeats, retry hints, flushes) and guards the fields below.
-	mu         sync.Mutex
-	boundary   boundaryTracker // where the bytes sent so far end
-	bomHeld    int8            // BOM bytes withheld from the upstream's first write; -1 when done
-	ownFirst   bool            // we wrote before the upstream's first byte
-	upstreamed bool            // the upstream's first byte has been written
-	closed     bool            // finished: nothing may be written any more
-	ended      endReason       // why sse ended the stream, "" if it did not
-	pendingEnd endReason       // an end waiting for an event boundary
-	pendingAt  int64           // when pendingEnd was asked for
-	writeErr   bool            // a write to the client failed
-	bytes      int64           // bytes of the body sent to the client
-	heartbeats int64           // heartbeats sent
+	// st is the stream this response becomes, if it does: its state lives
+	// in the same allocation as the writer.
+	st stream
 
 	// ownHeader is the response header as sse received it, when the
 	// request may be refused late (refusal.go); set before next runs
 	ownHeader http.Header
-
-	// live is what the admin API shows of the stream (admin.go)
-	live liveStream
 }
 
 // WriteHeader decides, once, whether the response is a stream and, if so,
-// admits it, repairs its header, writes it and flushes it at once so the
-// client sees the stream open before the first event. 1xx responses, 101
-// included, pass through untouched.
+// admits it, repairs its header, writes it and opens the stream, which
+// flushes the header at once so the client sees the stream open before the
+// first event. 1xx responses, 101 included, pass through untouched.
 func (sw *streamWriter) WriteHeader(status int) {
 	if status < 200 || sw.mode != modeUndecided {
 		if sw.mode != modeRefused {
@@ -125,33 +90,27 @@ func (sw *streamWriter) WriteHeader(status int) {
 			sw.mode = modeRefused
 			sw.refusal = refusal
 			sw.resetHeader()
-			sw.cancel(errStreamLimit)
+			sw.st.cancel(errStreamLimit)
 			return
 		}
 	}
 	sw.mode = modeStream
-	sw.sse = kind == eventStream
-	sw.encoded = isEncoded(hdr)
-	sw.beats = sw.sse && sw.h.heartbeat > 0 && status == http.StatusOK &&
-		sw.req.Method != http.MethodHead && !sw.encoded
-	if sw.sse && !sw.beats && sw.encoded {
+	st := &sw.st
+	st.sse = kind == eventStream
+	st.encoded = isEncoded(hdr)
+	st.beats = st.sse && sw.h.heartbeat > 0 && status == http.StatusOK &&
+		sw.req.Method != http.MethodHead && !st.encoded
+	if st.sse && !st.beats && st.encoded {
 		sw.h.noteEncodedStream()
 	}
 	repairHeader(hdr)
-	sw.rc = http.NewResponseController(sw.ResponseWriter)
 	sw.ResponseWriter.WriteHeader(status)
-	now := monotime()
-	sw.lastIO.Store(now)
-	sw.lastUp.Store(now)
-	if err := sw.rc.Flush(); err != nil {
-		sw.writeErr = true
-	}
-	sw.open(now)
+	st.open(sw.ResponseWriter, monotime())
+	sw.register()
 }
 
-// Write passes p through. On a stream it updates the boundary tracker,
-// records the time and flushes; it drops a BOM that would otherwise land
-// after a heartbeat; it ends the stream if an end waits for this boundary.
+// Write passes p through: to the stream, which flushes it, on a stream;
+// untouched otherwise.
 func (sw *streamWriter) Write(p []byte) (int, error) {
 	if sw.mode == modeUndecided {
 		sw.WriteHeader(http.StatusOK)
@@ -162,94 +121,8 @@ func (sw *streamWriter) Write(p []byte) (int, error) {
 	case modeRefused:
 		return 0, errStreamLimit
 	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	if sw.closed || sw.ended != "" {
-		return 0, errStreamEnded
-	}
-	n := len(p)
-	if sw.bomHeld >= 0 {
-		var held []byte
-		held, p = sw.stripBOM(p)
-		if len(held) > 0 {
-			if _, err := sw.writeLocked(held); err != nil {
-				return 0, err
-			}
-		}
-		if len(p) == 0 {
-			return n, nil
-		}
-	}
-	skipped := n - len(p)
-	written, err := sw.writeLocked(p)
-	if written > 0 {
-		if !sw.upstreamed {
-			sw.upstreamed = true
-			sw.h.m.firstByte.Observe(time.Since(sw.start).Seconds())
-		}
-		sw.lastUp.Store(sw.lastIO.Load())
-	}
-	if err != nil {
-		return skipped + written, err
-	}
-	if sw.pendingEnd != "" && sw.boundary.atBoundary(sw.sse) {
-		sw.endLocked(sw.pendingEnd)
-	}
-	return n, nil
+	return sw.st.write(p)
 }
-
-// writeLocked writes p to the client and flushes it. sw.mu must be held.
-func (sw *streamWriter) writeLocked(p []byte) (int, error) {
-	n, err := sw.ResponseWriter.Write(p)
-	if n > 0 {
-		sw.bytes += int64(n)
-		sw.live.bytes.Add(int64(n))
-		sw.boundary.update(p[:n])
-		if sw.scanner != nil {
-			sw.scanner.scan(p[:n])
-		}
-	}
-	if err == nil {
-		err = sw.rc.Flush()
-	}
-	sw.lastIO.Store(monotime())
-	if err != nil {
-		sw.writeErr = true
-	}
-	return n, err
-}
-
-// stripBOM withholds a UTF-8 BOM that starts the upstream's bytes when
-// something of ours went out first: a client strips only a BOM at the very
-// start of the stream, and a later one would turn "data" into "\uFEFFdata"
-// and lose the event (WHATWG HTML, 9.2.6). It returns bytes withheld earlier
-// that turn out not to be a BOM, and what is left of p. sw.mu must be held.
-func (sw *streamWriter) stripBOM(p []byte) (held, rest []byte) {
-	for len(p) > 0 && sw.bomHeld < 3 {
-		if p[0] != utf8BOM[sw.bomHeld] {
-			held = utf8BOM[:sw.bomHeld]
-			sw.bomHeld = -1
-			return held, p
-		}
-		sw.bomHeld++
-		p = p[1:]
-	}
-	if sw.bomHeld == 3 {
-		sw.bomHeld = -1
-		if !sw.ownFirst {
-			// nothing of ours went first: the BOM is the stream's own
-			// first bytes and the client strips it
-			return utf8BOM, p
-		}
-	}
-	return nil, p
-}
-
-var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // FlushError flushes the response. Stream writes are flushed as they are
 // written, so a flush asked by the inner handler has nothing left to do.

@@ -80,9 +80,9 @@ func TestHeartbeatFramePerClient(t *testing.T) {
 						return err
 					}
 					fireIdleTimer(sw)
-					sw.mu.Lock()
-					sw.endLocked(endDrain)
-					sw.mu.Unlock()
+					sw.st.mu.Lock()
+					sw.st.endLocked(endDrain)
+					sw.st.mu.Unlock()
 					return nil
 				})
 				if err != nil {

@@ -235,11 +235,8 @@ func FuzzStreamWriter(f *testing.F) {
 		if sw == nil {
 			return // refused before the inner handler ran
 		}
-		sw.tmu.Lock()
-		running := sw.timer != nil && sw.timer.Stop()
-		sw.tmu.Unlock()
-		if running {
-			t.Fatal("the stream's timer was still armed after ServeHTTP returned")
+		if h.sched.scheduled(&sw.st) {
+			t.Fatal("the stream was still scheduled after ServeHTTP returned")
 		}
 		if n := rec.late.Load(); n != 0 {
 			t.Fatalf("%d writes reached the client after ServeHTTP returned", n)

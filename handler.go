@@ -43,10 +43,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
 		h:                     h,
 		req:                   r,
-		cancel:                cancel,
-		start:                 time.Now(),
 		eventSrc:              eventSrc,
-		frame:                 h.frameFor(acceptsSSE),
+		st: stream{
+			h:      h,
+			cancel: cancel,
+			start:  time.Now(),
+			frame:  h.frameFor(acceptsSSE),
+		},
 	}
 	if h.mayRefuseLate(eventSrc) {
 		sw.noteHeader()
@@ -65,7 +68,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// reverse_proxy panics with ErrAbortHandler when a write to
 			// the client fails; it does so too when sse ended or refused
 			// the stream on purpose, and then the response ends cleanly
-			if rec == http.ErrAbortHandler && (sw.endedOnPurpose() || sw.mode == modeRefused) {
+			if rec == http.ErrAbortHandler && (sw.st.endedOnPurpose() || sw.mode == modeRefused) {
 				err = h.afterNext(sw, nil, &why)
 				sw.finish(why)
 				return
@@ -98,7 +101,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
 			sw.logRefusedByUpstream(err)
 			sw.resetHeader()
-			h.writeRetryAnswer(sw.ResponseWriter, sw.frame)
+			h.writeRetryAnswer(sw.ResponseWriter, sw.st.frame)
 			return nil
 		}
 		return err
@@ -112,7 +115,7 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
 // clientGone reports whether the client went away: a write to it failed or
 // its request was canceled.
 func (sw *streamWriter) clientGone() bool {
-	return sw.writeErrSeen() || sw.req.Context().Err() != nil
+	return sw.st.writeErrSeen() || sw.req.Context().Err() != nil
 }
 
 // failureReason is why a stream whose handler failed ended: the client
@@ -122,20 +125,6 @@ func (sw *streamWriter) failureReason() endReason {
 		return endClient
 	}
 	return endError
-}
-
-// writeErrSeen reports whether a write to the client failed.
-func (sw *streamWriter) writeErrSeen() bool {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.writeErr
-}
-
-// endedOnPurpose reports whether sse itself ended the stream.
-func (sw *streamWriter) endedOnPurpose() bool {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.ended != ""
 }
 
 // isUpstreamFailure reports whether err is a 502, 503 or 504 handler error.

@@ -21,154 +21,136 @@ import (
 	"time"
 )
 
-// Each stream has one timer (time.AfterFunc), and no goroutine while it
-// waits. Writes only store a timestamp; when the timer fires, tick works out
-// what is due (a heartbeat, the end of the stream) from the timestamps, does
-// it if the stream is at an event boundary, and re-arms the timer for what
-// is left. tick never waits behind a write in progress: it skips that round.
+// A stream's turn comes from its handler's scheduler (scheduler.go) when
+// its next heartbeat or end is due. Writes only store a timestamp; turn
+// works out what is really due from the timestamps, does it if the stream
+// is at an event boundary, and tells the scheduler when to come back. It
+// never waits behind a write in progress: it skips that round.
 
-// tick is the stream timer's callback.
-func (sw *streamWriter) tick() {
-	now := monotime()
-	if !sw.mu.TryLock() {
+// turn does what is due for the stream at monotonic time now, and returns
+// when its next turn is due, or 0 if nothing is (a closed stream, or one
+// with no heartbeats and no end to wait for until scheduleEnd).
+func (st *stream) turn(now int64) int64 {
+	if !st.mu.TryLock() {
 		// a write is in progress, perhaps blocked on a slow client, or the
-		// stream is finishing: that write updates lastIO itself
-		sw.rearmAfter(skipRetry)
-		return
+		// stream is closing: that write updates lastIO itself
+		return now + int64(skipRetry)
 	}
-	defer sw.mu.Unlock()
-	if sw.closed || sw.ended != "" {
-		return
+	defer st.mu.Unlock()
+	if st.closed || st.ended != "" {
+		return 0
 	}
-	if sw.pendingEnd == "" {
-		if why := sw.dueEnd(now); why != "" {
-			sw.pendingEnd, sw.pendingAt = why, now
+	if st.pendingEnd == "" {
+		if why := st.dueEnd(now); why != "" {
+			st.pendingEnd, st.pendingAt = why, now
 		}
 	}
-	if sw.pendingEnd != "" {
+	if st.pendingEnd != "" {
 		// end between events; a stream stuck mid-event ends anyway once
 		// it has had maxEventWait to finish the event
-		if sw.boundary.atBoundary(sw.sse) || now-sw.pendingAt >= int64(maxEventWait) {
-			sw.endLocked(sw.pendingEnd)
-			return
+		if st.boundary.atBoundary(st.sse) || now-st.pendingAt >= int64(maxEventWait) {
+			st.endLocked(st.pendingEnd)
+			return 0
 		}
 	}
-	if sw.beats && now-sw.lastIO.Load() >= int64(sw.interval) && sw.boundary.atBoundary(true) {
-		sw.beatLocked()
+	if st.beats && now-st.lastIO.Load() >= int64(st.interval) && st.boundary.atBoundary(true) {
+		st.beatLocked()
 	}
-	sw.rearm(now)
+	return st.nextDue(now)
 }
 
-// beatLocked writes a heartbeat comment. sw.mu must be held and the stream
+// beatLocked writes a heartbeat comment. st.mu must be held and the stream
 // must be at an event boundary.
-func (sw *streamWriter) beatLocked() {
-	if !sw.upstreamed {
-		sw.ownFirst = true
+func (st *stream) beatLocked() {
+	if !st.upstreamed {
+		st.ownFirst = true
 	}
-	if _, err := sw.writeLocked(sw.h.frames[sw.frame]); err != nil {
+	if _, err := st.writeLocked(st.h.frames[st.frame]); err != nil {
 		return
 	}
 	// a comment line adds nothing to an event: the stream is still
 	// between events, whichever frame was written
-	sw.boundary = boundaryTracker{}
-	sw.heartbeats++
-	sw.live.heartbeats.Add(1)
-	sw.h.m.heartbeats.Inc()
-}
-
-// endLocked ends the stream on purpose: at an event boundary it first sends
-// a retry field so the client reconnects after about Retry (never into a
-// compressed body, where plain bytes would corrupt it), then it refuses
-// further upstream writes and cancels the request seen by the inner
-// handlers, so the upstream sees its client go away. sw.mu must be held.
-func (sw *streamWriter) endLocked(why endReason) {
-	if sw.sse && !sw.encoded && sw.boundary.atBoundary(true) {
-		_, _ = sw.writeLocked(sw.h.retryField(sw.frame))
-	}
-	sw.ended = why
-	sw.cancel(errStreamEnded)
+	st.boundary = boundaryTracker{}
+	st.heartbeats++
+	st.live.heartbeats.Add(1)
+	st.h.m.heartbeats.Inc()
 }
 
 // dueEnd returns why the stream should end now, or "".
-func (sw *streamWriter) dueEnd(now int64) endReason {
-	if at := sw.endAt.Load(); at != 0 && now >= at {
-		return sw.endWhy.Load().(endReason)
+func (st *stream) dueEnd(now int64) endReason {
+	if at := st.endAt.Load(); at != 0 && now >= at {
+		return st.endWhy.Load().(endReason)
 	}
-	if sw.maxEnd != 0 && now >= sw.maxEnd {
+	if st.maxEnd != 0 && now >= st.maxEnd {
 		return endMaxDuration
 	}
-	if idle := int64(sw.h.IdleTimeout); idle > 0 && now-sw.lastUp.Load() >= idle {
+	if idle := int64(st.h.IdleTimeout); idle > 0 && now-st.lastUp.Load() >= idle {
 		return endIdleTimeout
 	}
 	return ""
 }
 
-// rearm sets the timer for the next thing due after now. It never re-arms a
-// finished stream's timer. sw.mu must be held (it reads pendingEnd).
-func (sw *streamWriter) rearm(now int64) {
-	sw.tmu.Lock()
-	defer sw.tmu.Unlock()
-	if sw.done.Load() {
-		return
-	}
+// nextDue returns when the next thing after now is due, or 0 if nothing
+// is: the scheduler then waits for scheduleEnd. st.mu must be held (it
+// reads pendingEnd).
+func (st *stream) nextDue(now int64) int64 {
 	next := int64(math.MaxInt64)
 	at := func(t int64) {
 		if t < next {
 			next = t
 		}
 	}
-	if sw.beats {
-		due := sw.lastIO.Load() + int64(sw.interval)
+	if st.beats {
+		due := st.lastIO.Load() + int64(st.interval)
 		if due <= now {
-			due = now + int64(sw.interval) // mid-event: look again later
+			due = now + int64(st.interval) // mid-event: look again later
 		}
 		at(due)
 	}
-	if t := sw.endAt.Load(); t != 0 {
+	if t := st.endAt.Load(); t != 0 {
 		at(t)
 	}
-	if sw.maxEnd != 0 {
-		at(sw.maxEnd)
+	if st.maxEnd != 0 {
+		at(st.maxEnd)
 	}
-	if idle := int64(sw.h.IdleTimeout); idle > 0 {
-		at(sw.lastUp.Load() + idle)
+	if idle := int64(st.h.IdleTimeout); idle > 0 {
+		at(st.lastUp.Load() + idle)
 	}
-	if sw.pendingEnd != "" {
-		// Write ends the stream at the next boundary; the timer only
+	if st.pendingEnd != "" {
+		// Write ends the stream at the next boundary; the turn only
 		// enforces the bound
-		at(sw.pendingAt + int64(maxEventWait))
+		at(st.pendingAt + int64(maxEventWait))
 	}
 	if next == math.MaxInt64 {
-		return // nothing due: the timer waits for scheduleEnd
+		return 0
 	}
-	sw.timer.Reset(max(time.Duration(next-now), minTick))
-}
-
-// rearmAfter sets the timer to fire after d, unless the stream is finished.
-func (sw *streamWriter) rearmAfter(d time.Duration) {
-	sw.tmu.Lock()
-	defer sw.tmu.Unlock()
-	if !sw.done.Load() {
-		sw.timer.Reset(d)
-	}
+	return next
 }
 
 // scheduleEnd asks the stream to end at, or after, monotonic time at, for
 // the reason why (shutdown, drain). Safe from any goroutine.
-func (sw *streamWriter) scheduleEnd(why endReason, at int64) {
-	sw.tmu.Lock()
-	defer sw.tmu.Unlock()
-	if sw.done.Load() {
+func (st *stream) scheduleEnd(why endReason, at int64) {
+	s := st.h.sched
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.done.Load() {
 		return
 	}
-	if cur := sw.endAt.Load(); cur != 0 && cur <= at {
+	if cur := st.endAt.Load(); cur != 0 && cur <= at {
 		return
 	}
-	sw.endWhy.Store(why)
-	sw.endAt.Store(at)
-	// fire now: tick works out the soonest wake-up itself, so an earlier
-	// heartbeat is not lost to a later end
-	sw.timer.Reset(0)
+	st.endWhy.Store(why)
+	st.endAt.Store(at)
+	switch st.where {
+	case inQueue, running:
+		// its turn is now, and the scheduler puts it back no later than at
+	case inWheel:
+		if at < st.wtick*s.granule {
+			s.scheduleLocked(st, at)
+		}
+	default:
+		s.scheduleLocked(st, at)
+	}
 }
 
 // frameKind is how one stream's heartbeats and retry fields are framed.
@@ -265,9 +247,7 @@ const (
 	maxDurationSpread = 0.2
 	// maxEventWait bounds how long an end waits for an event to finish.
 	maxEventWait = 2 * time.Second
-	// skipRetry is how soon the timer tries again after skipping a round
-	// because a write was in progress.
+	// skipRetry is how soon a stream's turn comes again after it was
+	// skipped because a write was in progress.
 	skipRetry = 250 * time.Millisecond
-	// minTick keeps a stream's timer from spinning.
-	minTick = time.Millisecond
 )

@@ -51,8 +51,8 @@ func BenchmarkWrite(b *testing.B) {
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 				w.Header().Set("Content-Type", "text/event-stream")
 				w.WriteHeader(http.StatusOK)
-				if sw := w.(*streamWriter); sw.mode != modeStream || sw.beats != (bc.heartbeat > 0) {
-					b.Fatalf("mode %d, beats %v: not the stream being measured", sw.mode, sw.beats)
+				if sw := w.(*streamWriter); sw.mode != modeStream || sw.st.beats != (bc.heartbeat > 0) {
+					b.Fatalf("mode %d, beats %v: not the stream being measured", sw.mode, sw.st.beats)
 				}
 				w.Write(benchEvent) // the first write records first-byte metrics
 				b.SetBytes(int64(len(benchEvent)))
@@ -77,6 +77,36 @@ func BenchmarkWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkBeat is one heartbeat as the scheduler gives it: the stream's
+// turn, which writes and flushes the comment, and the stream put back in
+// the wheel for its next one.
+func BenchmarkBeat(b *testing.B) {
+	d := caddy.Duration(time.Hour)
+	h := provisionHandler(b, &Handler{Heartbeat: &d})
+	dw := &discardFlusher{header: http.Header{}}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.Write(benchEvent)
+		st := &w.(*streamWriter).st
+		before := st.heartbeats
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			st.lastIO.Store(monotime() - int64(st.interval) - 1)
+			h.sched.schedule(st, st.turn(monotime()))
+		}
+		b.StopTimer()
+		if got := st.heartbeats - before; got != int64(b.N) {
+			b.Fatalf("%d heartbeats in %d turns", got, b.N)
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(dw, httptest.NewRequest(http.MethodGet, "/events", nil), next); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // The stream writer's Write allocates nothing, with heartbeats on or off,
 // and with debug logging on, which makes it count events and remember the
 // last event id (the benchmark's 0 allocs/op, checked in every test run).
@@ -96,8 +126,8 @@ func TestWriteDoesNotAllocate(t *testing.T) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(http.StatusOK)
 			w.Write(benchEvent)
-			if sw := w.(*streamWriter); (sw.scanner != nil) != tc.debug {
-				t.Fatalf("debug %v: event scanner %v", tc.debug, sw.scanner)
+			if sw := w.(*streamWriter); (sw.st.scanner != nil) != tc.debug {
+				t.Fatalf("debug %v: event scanner %v", tc.debug, sw.st.scanner)
 			}
 			if allocs := testing.AllocsPerRun(1000, func() { w.Write(benchEvent) }); allocs != 0 {
 				t.Errorf("heartbeat %v, debug %v: %v allocations per Write, want 0", heartbeat, tc.debug, allocs)
@@ -121,3 +151,31 @@ func (d *discardFlusher) Header() http.Header         { return d.header }
 func (d *discardFlusher) WriteHeader(int)             {}
 func (d *discardFlusher) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardFlusher) Flush()                      { d.flushes++ }
+
+// A heartbeat allocates nothing: the stream's turn that writes it, and the
+// scheduler putting the stream back in its wheel for the next one.
+func TestBeatDoesNotAllocate(t *testing.T) {
+	d := caddy.Duration(time.Hour)
+	h := provisionHandler(t, &Handler{Heartbeat: &d})
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.Write(benchEvent)
+		st := &w.(*streamWriter).st
+		before := st.heartbeats
+		allocs := testing.AllocsPerRun(1000, func() {
+			st.lastIO.Store(monotime() - int64(st.interval) - 1)
+			h.sched.schedule(st, st.turn(monotime()))
+		})
+		if st.heartbeats-before < 1000 {
+			t.Fatalf("%d heartbeats in 1000 turns: the turn did not beat", st.heartbeats-before)
+		}
+		if allocs != 0 {
+			t.Errorf("%v allocations per heartbeat, want 0", allocs)
+		}
+		return nil
+	})
+	if err := h.ServeHTTP(&discardFlusher{header: http.Header{}}, httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -16,7 +16,6 @@ package caddysse
 
 import (
 	"encoding/json"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -28,64 +27,22 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// open starts a stream's life: metrics, the registry, the timer. Called once
-// from WriteHeader, on the handler goroutine, before any byte of the body.
-func (sw *streamWriter) open(now int64) {
-	h := sw.h
-	h.m.open.Inc()
-	h.m.total.Inc()
-	sw.bomHeld = -1
-	if sw.beats {
-		sw.interval = jitterDown(h.heartbeat, heartbeatSpread)
-		sw.bomHeld = 0
-	}
-	if h.MaxDuration > 0 {
-		sw.maxEnd = now + int64(jitterDown(time.Duration(h.MaxDuration), maxDurationSpread))
-	}
-	if h.logger.Core().Enabled(zapcore.DebugLevel) {
-		sw.scanner = new(eventScanner)
-	}
-	sw.tmu.Lock()
-	sw.timer = time.AfterFunc(math.MaxInt64, sw.tick)
-	sw.tmu.Unlock()
-	sw.mu.Lock()
-	sw.rearm(now)
-	sw.mu.Unlock()
-	h.streams.add(sw)
-	sw.register()
-}
-
-// finish ends a stream's life, however the request ended: it stops the
-// timer (waiting out a heartbeat in flight), so nothing is written after
-// ServeHTTP returns, releases the limit slots, and records the ending. It
-// runs once, for every request, stream or not.
+// finish ends the request's part in sse, however it ended: it closes the
+// stream, so nothing is written after ServeHTTP returns, releases the limit
+// slots, and records the ending. It runs once, for every request, stream or
+// not.
 func (sw *streamWriter) finish(why endReason) {
 	sw.finishOnce.Do(func() {
-		sw.mu.Lock()
-		if sw.bomHeld > 0 && sw.ended == "" && !sw.writeErr {
-			// the upstream ended inside what looked like a BOM: its
-			// bytes are data after all
-			_, _ = sw.writeLocked(utf8BOM[:sw.bomHeld])
-		}
-		sw.closed = true
-		if sw.ended != "" {
-			why = sw.ended
-		}
-		sw.mu.Unlock()
-		sw.done.Store(true)
-		sw.tmu.Lock()
-		if sw.timer != nil {
-			sw.timer.Stop()
-		}
-		sw.tmu.Unlock()
+		st := &sw.st
+		why = st.close(why)
 		sw.h.release(sw)
 		if sw.mode != modeStream {
 			return
 		}
-		sw.h.streams.remove(sw)
+		sw.h.streams.remove(st)
 		sw.unregister()
 		sw.logEnd(why)
-		d := time.Since(sw.start)
+		d := time.Since(st.start)
 		m := sw.h.m
 		m.open.Dec()
 		if c := m.ended[why]; c != nil {
@@ -96,11 +53,11 @@ func (sw *streamWriter) finish(why endReason) {
 			fields := []zap.Field{
 				zap.String("reason", string(why)),
 				zap.Duration("duration", d),
-				zap.Int64("bytes", sw.bytes),
-				zap.Int64("heartbeats", sw.heartbeats),
+				zap.Int64("bytes", st.bytes),
+				zap.Int64("heartbeats", st.heartbeats),
 				zap.String("proto", sw.req.Proto),
 			}
-			if s := sw.scanner; s != nil {
+			if s := st.scanner; s != nil {
 				fields = append(fields, zap.Int64("events", s.events))
 				if s.hasID {
 					fields = append(fields, zap.ByteString("last_event_id", s.lastID[:s.lastIDLen]))
@@ -115,7 +72,7 @@ func (sw *streamWriter) finish(why endReason) {
 // end them.
 type streamSet struct {
 	mu sync.Mutex
-	m  map[*streamWriter]struct{}
+	m  map[*stream]struct{}
 	// ending, once set, is applied to streams that open afterwards too:
 	// a request in flight when the server began to shut down may still
 	// turn into a stream.
@@ -123,21 +80,21 @@ type streamSet struct {
 	window time.Duration
 }
 
-func (s *streamSet) add(sw *streamWriter) {
+func (s *streamSet) add(st *stream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = make(map[*streamWriter]struct{})
+		s.m = make(map[*stream]struct{})
 	}
-	s.m[sw] = struct{}{}
+	s.m[st] = struct{}{}
 	if s.ending != "" {
-		sw.scheduleEnd(s.ending, monotime()+randomIn(s.window))
+		st.scheduleEnd(s.ending, monotime()+randomIn(s.window))
 	}
 }
 
-func (s *streamSet) remove(sw *streamWriter) {
+func (s *streamSet) remove(st *stream) {
 	s.mu.Lock()
-	delete(s.m, sw)
+	delete(s.m, st)
 	s.mu.Unlock()
 }
 
@@ -148,8 +105,8 @@ func (s *streamSet) endAll(why endReason, window time.Duration) int {
 	defer s.mu.Unlock()
 	s.ending, s.window = why, window
 	now := monotime()
-	for sw := range s.m {
-		sw.scheduleEnd(why, now+randomIn(window))
+	for st := range s.m {
+		st.scheduleEnd(why, now+randomIn(window))
 	}
 	return len(s.m)
 }

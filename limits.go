@@ -153,11 +153,11 @@ func (z *zone) take(sw *streamWriter, limits []compiledLimit, keys []string, for
 			return &refusal{limit: l.Limit, key: key}
 		}
 	}
-	sw.slots = make([]slot, 0, len(keys))
+	sw.st.slots = make([]slot, 0, len(keys))
 	for _, k := range keys {
-		if k != "" && !containsSlot(sw.slots, k) {
+		if k != "" && !containsSlot(sw.st.slots, k) {
 			z.counts[k]++
-			sw.slots = append(sw.slots, slot{key: k})
+			sw.st.slots = append(sw.st.slots, slot{key: k})
 		}
 	}
 	return nil
@@ -184,12 +184,12 @@ func containsSlot(slots []slot, k string) bool {
 
 // release gives back sw's slots, once.
 func (h *Handler) release(sw *streamWriter) {
-	if len(sw.slots) == 0 {
+	if len(sw.st.slots) == 0 {
 		return
 	}
 	z := h.zone
 	z.mu.Lock()
-	for _, s := range sw.slots {
+	for _, s := range sw.st.slots {
 		if n := z.counts[s.key] - 1; n > 0 {
 			z.counts[s.key] = n
 		} else {
@@ -197,7 +197,7 @@ func (h *Handler) release(sw *streamWriter) {
 		}
 	}
 	z.mu.Unlock()
-	sw.slots = nil
+	sw.st.slots = nil
 	if h.store != nil {
 		h.store.release(sw)
 	}
@@ -233,7 +233,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *refusal) er
 	sw.logRefusedByLimit(r)
 	sw.resetHeader()
 	if sw.eventSrc {
-		h.writeRetryAnswer(w, sw.frame)
+		h.writeRetryAnswer(w, sw.st.frame)
 		return nil
 	}
 	secs := int(math.Ceil(h.retryHint().Seconds()))

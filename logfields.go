@@ -90,8 +90,8 @@ func (sw *streamWriter) logEnd(why endReason) {
 		return
 	}
 	e.Set(zap.String("sse_end", string(why)))
-	e.Set(zap.Int64("sse_heartbeats", sw.live.heartbeats.Load()))
-	e.Set(zap.String("sse_frame", sw.frame.String()))
+	e.Set(zap.Int64("sse_heartbeats", sw.st.live.heartbeats.Load()))
+	e.Set(zap.String("sse_frame", sw.st.frame.String()))
 	if sw.h.zone != nil {
 		e.Set(zap.String("sse_zone", sw.h.zoneName))
 	}

@@ -154,6 +154,7 @@ type Handler struct {
 	redisKey    string            // key of store in the redisStores pool
 	redisLoad   any               // the config load h checked its zone's redis settings in
 	streams     *streamSet        // open streams, for shutdown and drain (lifecycle.go)
+	sched       *scheduler        // gives the streams their turns (scheduler.go)
 	loggedCoded *sync.Once        // the upstream-compressed stream notice is logged once
 	srvName     string            // name of h's server in the http app, "" outside one
 	zoneName    string            // name of h's zone, "" without limits
@@ -207,6 +208,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Retry != nil {
 		h.retry = time.Duration(*h.Retry)
 	}
+	shortest := h.heartbeat
+	for _, d := range []caddy.Duration{h.IdleTimeout, h.MaxDuration, h.DrainOnReload} {
+		if d > 0 && (shortest <= 0 || time.Duration(d) < shortest) {
+			shortest = time.Duration(d)
+		}
+	}
+	h.sched = newScheduler(granuleFor(shortest))
 	if h.RefuseStatus == 0 {
 		h.RefuseStatus = http.StatusServiceUnavailable
 	}
