@@ -6,9 +6,11 @@ package caddysse
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // With three sites (two servers), limits and a dead upstream, the admin
@@ -242,4 +246,22 @@ func accessLogByPath(t testing.TB, path string) map[string]map[string]any {
 		out[p] = e
 	}
 	return out
+}
+
+// The admin endpoints answer GET only, as reverse_proxy's
+// /reverse_proxy/upstreams does: anything else is a 405 from the admin API.
+func TestAdminMethodNotAllowed(t *testing.T) {
+	for _, tc := range []struct {
+		path   string
+		handle func(http.ResponseWriter, *http.Request) error
+	}{
+		{"/sse/streams", adminSSE{}.handleStreams},
+		{"/sse/zones", adminSSE{}.handleZones},
+	} {
+		err := tc.handle(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, tc.path, nil))
+		var ae caddy.APIError
+		if !errors.As(err, &ae) || ae.HTTPStatus != http.StatusMethodNotAllowed {
+			t.Errorf("POST %s = %v, want a 405 APIError", tc.path, err)
+		}
+	}
 }
