@@ -170,7 +170,9 @@ func (sw *streamWriter) register() {
 	h, r := sw.h, sw.req
 	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	var zone *string
-	if h.zone != nil {
+	if len(sw.st.slots) > 0 {
+		// counted by a limit: not so without limits, or when every key
+		// of the request was empty
 		zone = &h.zoneName
 	}
 	sw.st.live.info = streamStatus{

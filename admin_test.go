@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ import (
 // API shows exactly the open streams, each with its server, host, path,
 // client, protocol, start, byte and heartbeat counts, zone and frame; and
 // the zones' counters by key as log_key shows them, without the anonymous
-// stream that an empty key leaves uncounted. The access log line of every
+// stream that an empty key leaves uncounted (its zone is null). The access log line of every
 // ended stream says how it ended; that of every refusal says why, with
 // the upstream's error for a dead upstream, at error level though its
 // status is 200. Every metric of the dead-upstream site names its server.
@@ -114,7 +115,7 @@ http://c.test:%[2]d {
 			{Path: "/a1", Host: "a.test", Zone: &zoneA},
 			{Path: "/a2", Host: "a.test", Zone: &zoneA},
 			{Path: "/b1", Host: "b.test", Zone: &zoneB},
-			{Path: "/b2", Host: "b.test", Zone: &zoneB},
+			{Path: "/b2", Host: "b.test"}, // not counted: no Authorization
 		}
 		if len(got) != len(want) {
 			t.Fatalf("/sse/streams has %d streams, want %d: %+v", len(got), len(want), got)
@@ -123,8 +124,8 @@ http://c.test:%[2]d {
 			g := got[i]
 			at, err := time.Parse(time.RFC3339, g.Started)
 			switch {
-			case g.Path != w.Path || g.Host != w.Host || g.Zone == nil || *g.Zone != *w.Zone:
-				t.Errorf("stream %d: path %q host %q zone %v, want %q %q %q", i, g.Path, g.Host, g.Zone, w.Path, w.Host, *w.Zone)
+			case g.Path != w.Path || g.Host != w.Host || (g.Zone == nil) != (w.Zone == nil) || g.Zone != nil && *g.Zone != *w.Zone:
+				t.Errorf("stream %d: path %q host %q zone %s, want %q %q %s", i, g.Path, g.Host, zoneString(g.Zone), w.Path, w.Host, zoneString(w.Zone))
 			case g.Server != srvAB || g.ClientIP != "127.0.0.1" || g.Proto != "HTTP/1.1" || g.Method != http.MethodGet || g.Frame != "line":
 				t.Errorf("stream %s: server %q client_ip %q proto %q method %q frame %q, want %s 127.0.0.1 HTTP/1.1 GET line",
 					g.Path, g.Server, g.ClientIP, g.Proto, g.Method, g.Frame, srvAB)
@@ -183,7 +184,7 @@ http://c.test:%[2]d {
 		for path, want := range map[string]map[string]any{
 			"/a1": {"status": 200.0, "sse_end": "upstream", "sse_heartbeats": 0.0, "sse_frame": "line", "sse_zone": zoneA},
 			"/a2": {"status": 200.0, "sse_end": "client", "sse_heartbeats": 0.0, "sse_frame": "line", "sse_zone": zoneA},
-			"/b2": {"status": 200.0, "sse_end": "client", "sse_zone": "tenants"},
+			"/b2": {"status": 200.0, "sse_end": "client", "sse_zone": nil},
 			"/a3": {"status": 200.0, "sse_refused": "limit", "sse_zone": zoneA, "sse_limit": 2.0, "sse_per": "{http.request.host}", "level": "info"},
 			"/b3": {"status": 503.0, "sse_refused": "limit", "sse_zone": "tenants", "sse_limit": 1.0, "sse_per": "{http.request.header.Authorization}"},
 			"/c1": {"status": 200.0, "sse_refused": "upstream", "sse_upstream_status": 502.0, "level": "error"},
@@ -207,6 +208,13 @@ http://c.test:%[2]d {
 			}
 		}
 	})
+}
+
+func zoneString(z *string) string {
+	if z == nil {
+		return "null"
+	}
+	return strconv.Quote(*z)
 }
 
 // adminGet decodes the JSON answer of a GET on Caddy's admin endpoint.

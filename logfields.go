@@ -92,8 +92,8 @@ func (sw *streamWriter) logEnd(why endReason) {
 	e.Set(zap.String("sse_end", string(why)))
 	e.Set(zap.Int64("sse_heartbeats", sw.st.live.heartbeats.Load()))
 	e.Set(zap.String("sse_frame", sw.st.frame.String()))
-	if sw.h.zone != nil {
-		e.Set(zap.String("sse_zone", sw.h.zoneName))
+	if z := sw.st.live.info.Zone; z != nil {
+		e.Set(zap.String("sse_zone", *z))
 	}
 }
 
