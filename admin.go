@@ -217,6 +217,7 @@ func (reg *streamRegistry) statuses() []streamStatus {
 		}
 		s.mu.Unlock()
 	}
+	slices.SortFunc(sws, func(a, b *streamWriter) int { return a.st.start.Compare(b.st.start) })
 	out := make([]streamStatus, len(sws))
 	for i, sw := range sws {
 		st := sw.st.live.info
@@ -224,14 +225,13 @@ func (reg *streamRegistry) statuses() []streamStatus {
 		st.Heartbeats = sw.st.live.heartbeats.Load()
 		out[i] = st
 	}
-	slices.SortFunc(out, func(a, b streamStatus) int { return strings.Compare(a.Started, b.Started) })
 	return out
 }
 
 const (
 	// registryShards is the number of shards of the stream registry.
 	registryShards = 32
-	// startedLayout is RFC 3339 in UTC with milliseconds: it sorts as text.
+	// startedLayout is RFC 3339 in UTC with milliseconds.
 	startedLayout = "2006-01-02T15:04:05.000Z07:00"
 )
 
