@@ -489,8 +489,12 @@ type redisStore struct {
 	stop   context.CancelFunc
 	done   chan struct{} // closed when the loop has returned
 
-	mu      sync.Mutex
-	leases  map[*streamWriter]*redisLease
+	mu     sync.Mutex
+	leases map[*streamWriter]*redisLease
+	// dirty: a lease was added while Redis did not hold this instance's
+	// leases (admitted locally). The loop counts in Redis again only after
+	// a renewal round that began after the last such lease was added.
+	dirty   bool
 	pending []*redisLease // released while Redis was unreachable
 
 	// transitions counts the changes of state, by the state entered; the
@@ -599,6 +603,7 @@ func (s *redisStore) call(fn func(context.Context, rueidis.Client) error) error 
 // or refuses, as on_error says.
 func (s *redisStore) admit(h *Handler, sw *streamWriter, keys []string) *refusal {
 	l := &redisLease{member: incarnation + "." + strconv.FormatUint(s.seq.Add(1), 36)}
+	lost := false
 	if s.state.Load() == storeUp {
 		rkeys := make([]string, 1, 1+len(keys))
 		rkeys[0] = s.marker
@@ -646,7 +651,10 @@ func (s *redisStore) admit(h *Handler, sw *streamWriter, keys []string) *refusal
 			l.released.Store(true)
 			s.trip(err, l)
 		case res < 0:
-			s.resync()
+			// Redis lost this instance's leases: admit locally, and ask
+			// for a resync once this stream's lease is among those to
+			// register (below)
+			lost = true
 		case res > 0:
 			i := limitOf[res-1]
 			_, key, _ := strings.Cut(keys[i], "\x00")
@@ -678,7 +686,17 @@ func (s *redisStore) admit(h *Handler, sw *streamWriter, keys []string) *refusal
 	}
 	s.mu.Lock()
 	s.leases[sw] = l
+	s.dirty = true
+	up := s.state.Load() == storeUp
 	s.mu.Unlock()
+	switch {
+	case lost:
+		s.resync()
+	case up:
+		// Redis came back while this stream was admitted locally: have
+		// the loop register it now, not at the next renewal
+		s.poke()
+	}
 	return nil
 }
 
@@ -820,15 +838,27 @@ func (s *redisStore) loop(ctx context.Context) {
 			t.Reset(every)
 		default:
 			err := s.connect()
-			if err == nil {
-				err = s.renew()
+			from := int32(-1)
+			for err == nil && from < 0 {
+				// renew until a round has seen every lease added
+				// locally: one admitted while the round ran is not in it
+				s.mu.Lock()
+				s.dirty = false
+				s.mu.Unlock()
+				if err = s.renew(); err != nil {
+					break
+				}
+				s.flushPending()
+				s.mu.Lock()
+				if !s.dirty {
+					from = s.state.Swap(storeUp)
+				}
+				s.mu.Unlock()
 			}
 			if err != nil {
 				backoff = min(2*backoff, every)
 				continue
 			}
-			s.flushPending()
-			from := s.state.Swap(storeUp)
 			s.logger.Info("redis answers and holds this instance's open streams; counting there again",
 				zap.String("was", storeStateNames[from]), zap.Int("streams", s.open()))
 			s.transition(storeUp)
