@@ -66,7 +66,10 @@ type Handler struct {
 	// How long a stream may stay quiet (no byte sent to the client) before
 	// a heartbeat comment is written, at the next event boundary. Each
 	// stream uses an interval picked at random between 80 % and 100 % of
-	// this value, so streams opened together do not beat together.
+	// this value, so streams opened together do not beat together. The
+	// heartbeats of streams due at about the same time are written
+	// together, so one may go out up to a sixteenth of this value (at most
+	// 250ms) after it is due.
 	// Default: 15s. 0 disables heartbeats; negative values are invalid.
 	Heartbeat *caddy.Duration `json:"heartbeat,omitempty"`
 

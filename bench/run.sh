@@ -7,23 +7,28 @@
 #   encode  the same binary, encode gzip zstd + reverse_proxy
 #   sse     the same binary, encode gzip zstd + sse + reverse_proxy
 #   nginx   Debian's nginx, proxy_pass with proxy_buffering off
+#   floor   bench/floor: heartbeats written to idle connections from one
+#           ticker, no proxy; what a heartbeat costs at the least
 # The figures come from the server process's own accounting: VmRSS from
 # /proc/<pid>/status and utime+stime from /proc/<pid>/stat (nginx: master and
 # workers summed).
 #
 # Knobs (environment):
-#   STREAMS=10000       idle streams for the large memory stage and the heartbeat cost
+#   STREAMS=10000       idle streams for the large memory stage
 #   SMALL_STREAMS=1000  idle streams for the small memory stage, and ticking streams for latency
 #   ROUNDS=2            rounds of the throughput figure (contenders alternate)
 #   LAT_ROUNDS=1        rounds of the latency figure
 #   MEM_ROUNDS=1        rounds of the memory figure
 #   LAT_WINDOW=25s FLOOD_WINDOW=10s HB_WINDOW=20s SETTLE=5s
+#   HB_RATES="1500:1s 3000:5s 9900:15s"   heartbeat figure: streams:interval, sse against the floor
+#   HB_GOROUTINES=1500  streams at which goroutines are counted with heartbeats on (1s) and off
+#   FLOOD_CONTENDERS="stock encode sse nginx direct"   throughput figure contenders
 #   FIGURES="memory heartbeat latency throughput gobench"   which figures to run
 #   ZSTD=1              also measure memory of stock+encode for a zstd-only client (at SMALL_STREAMS)
 #   PIN=1               servers on CPU $SERVER_CPU, load tool and upstream on CPU $CLIENT_CPU
 #   SERVER_CPU=1 CLIENT_CPU=0 BENCH_COUNT=5
 #   PROFILE=1           save a heap profile of each Caddy contender while it holds $STREAMS streams
-# Small run: STREAMS=1000 SMALL_STREAMS=200 ROUNDS=1 LAT_ROUNDS=1 LAT_WINDOW=5s FLOOD_WINDOW=3s HB_WINDOW=5s SETTLE=2s bench/run.sh
+# Small run: STREAMS=1000 SMALL_STREAMS=200 ROUNDS=1 LAT_ROUNDS=1 LAT_WINDOW=5s FLOOD_WINDOW=3s HB_WINDOW=5s SETTLE=2s HB_RATES="300:1s" HB_GOROUTINES=300 bench/run.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,6 +50,9 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 BENCH_COUNT=${BENCH_COUNT:-5}
 PROFILE=${PROFILE:-1}
+HB_RATES=${HB_RATES:-1500:1s 3000:5s 9900:15s}
+HB_GOROUTINES=${HB_GOROUTINES:-1500}
+FLOOD_CONTENDERS=${FLOOD_CONTENDERS:-stock encode sse nginx direct}
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=$ROOT/bench/results
@@ -98,6 +106,7 @@ go build -o "$BIN/caddy" ./cmd/caddy
 go build -C bench -o "$BIN/upstream" ./upstream
 go build -C bench -o "$BIN/load" ./load
 go build -C bench -o "$BIN/report" ./report
+go build -C bench -o "$BIN/floor" ./floor
 
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -109,7 +118,7 @@ go build -C bench -o "$BIN/report" ./report
 	echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
 	echo "pinning: $([[ $PIN == 1 ]] && echo "server on CPU $SERVER_CPU, load tool and upstream on CPU $CLIENT_CPU" || echo none)"
 	echo "open files: hard limit $NOFILE"
-	echo "knobs: STREAMS=$STREAMS SMALL_STREAMS=$SMALL_STREAMS ROUNDS=$ROUNDS LAT_ROUNDS=$LAT_ROUNDS MEM_ROUNDS=$MEM_ROUNDS LAT_WINDOW=$LAT_WINDOW FLOOD_WINDOW=$FLOOD_WINDOW HB_WINDOW=$HB_WINDOW SETTLE=$SETTLE"
+	echo "knobs: STREAMS=$STREAMS SMALL_STREAMS=$SMALL_STREAMS ROUNDS=$ROUNDS LAT_ROUNDS=$LAT_ROUNDS MEM_ROUNDS=$MEM_ROUNDS LAT_WINDOW=$LAT_WINDOW FLOOD_WINDOW=$FLOOD_WINDOW HB_WINDOW=$HB_WINDOW SETTLE=$SETTLE HB_RATES=\"$HB_RATES\" HB_GOROUTINES=$HB_GOROUTINES FLOOD_CONTENDERS=\"$FLOOD_CONTENDERS\""
 	echo "uptime before: $(uptime | sed 's/^ *//')"
 } >"$OUT/machine.txt"
 
@@ -149,9 +158,12 @@ wait_port() {
 wait_port $UP_BASE
 
 # contender settings: listen port, upstream port, admin port
-declare -A PORT=([stock]=18081 [encode]=18082 [sse]=18083 [nginx]=18084 [sse_hb1]=18085 [sse_hboff]=18086)
-declare -A UPORT=([stock]=$UP_BASE [encode]=$((UP_BASE + 1)) [sse]=$((UP_BASE + 2)) [nginx]=$((UP_BASE + 3)) [sse_hb1]=$((UP_BASE + 4)) [sse_hboff]=$((UP_BASE + 5)))
-declare -A ADMIN=([stock]=12081 [encode]=12082 [sse]=12083 [sse_hb1]=12085 [sse_hboff]=12086)
+declare -A PORT=([stock]=18081 [encode]=18082 [sse]=18083 [nginx]=18084 [sse_hb1]=18085 [sse_hboff]=18086 [sse_hb]=18087 [floor]=18088)
+declare -A UPORT=([stock]=$UP_BASE [encode]=$((UP_BASE + 1)) [sse]=$((UP_BASE + 2)) [nginx]=$((UP_BASE + 3)) [sse_hb1]=$((UP_BASE + 4)) [sse_hboff]=$((UP_BASE + 5)) [sse_hb]=$((UP_BASE + 6)))
+declare -A ADMIN=([stock]=12081 [encode]=12082 [sse]=12083 [sse_hb1]=12085 [sse_hboff]=12086 [sse_hb]=12087)
+
+# HB_INTERVAL is the heartbeat interval of the sse_hb and floor contenders.
+HB_INTERVAL=15s
 
 caddyfile() {
 	local name=$1 extra
@@ -161,6 +173,7 @@ caddyfile() {
 	sse) extra=$'encode gzip zstd\n\tsse {\n\t\theartbeat 15s\n\t}' ;;
 	sse_hb1) extra=$'encode gzip zstd\n\tsse {\n\t\theartbeat 1s\n\t}' ;;
 	sse_hboff) extra=$'encode gzip zstd\n\tsse {\n\t\theartbeat off\n\t}' ;;
+	sse_hb) extra=$'encode gzip zstd\n\tsse {\n\t\theartbeat '"$HB_INTERVAL"$'\n\t}' ;;
 	esac
 	cat <<EOF
 {
@@ -218,7 +231,9 @@ start_server() {
 	local name=$1
 	port_free "${PORT[$name]}"
 	[[ -z ${ADMIN[$name]:-} ]] || port_free "${ADMIN[$name]}"
-	if [[ $name == nginx ]]; then
+	if [[ $name == floor ]]; then
+		"${SRV[@]}" "$BIN/floor" -addr "127.0.0.1:${PORT[$name]}" -interval "$HB_INTERVAL" >>"$OUT/log/floor.log" 2>&1 &
+	elif [[ $name == nginx ]]; then
 		local dir=$OUT/conf/nginx
 		mkdir -p "$dir/tmp"
 		nginxconf "$name" "$dir" >"$dir/nginx.conf"
@@ -293,11 +308,28 @@ if has memory; then
 fi
 
 if has heartbeat; then
-	for c in sse_hb1 sse sse_hboff; do
-		log "heartbeat $c: $STREAMS quiet streams, $HB_WINDOW"
+	# CPU per heartbeat, sse against the floor, at each rate; the two
+	# alternate in order from rate to rate
+	i=0
+	for rate in $HB_RATES; do
+		n=${rate%%:*}
+		HB_INTERVAL=${rate#*:}
+		i=$((i + 1))
+		for c in $(order "$i" sse_hb floor); do
+			log "heartbeat $c: $n quiet streams at $HB_INTERVAL, $HB_WINDOW"
+			start_server "$c"
+			load "$c" /quiet "$OUT/json/heartbeat-${c}_${HB_INTERVAL}_$n.json" -stages "$n" -ae "$AE" -pid "$SPID" \
+				-settle "$SETTLE" -window "$HB_WINDOW" || true
+			stop_server
+		done
+	done
+	# goroutines of Caddy holding the same idle streams, heartbeats on and off
+	for c in sse_hb1 sse_hboff; do
+		log "goroutines $c: $HB_GOROUTINES quiet streams"
 		start_server "$c"
-		load "$c" /quiet "$OUT/json/heartbeat-$c.json" -stages "$STREAMS" -ae "$AE" -pid "$SPID" \
-			-settle "$SETTLE" -window "$HB_WINDOW" || true
+		load "$c" /quiet "$OUT/json/goroutines-$c.json" -stages "$HB_GOROUTINES" -ae "$AE" -pid "$SPID" \
+			-settle "$SETTLE" -window 0 -fetch "http://127.0.0.1:${ADMIN[$c]}/debug/pprof/goroutine?debug=1" \
+			-fetch-out "$OUT/goroutines-$c.txt" || true
 		stop_server
 	done
 fi
@@ -316,7 +348,8 @@ fi
 
 if has throughput; then
 	for r in $(seq 1 "$ROUNDS"); do
-		for c in $(order "$r" stock encode sse nginx direct); do
+		# shellcheck disable=SC2086 # a list of names
+		for c in $(order "$r" $FLOOD_CONTENDERS); do
 			log "throughput r$r $c: one flooding stream, $FLOOD_WINDOW"
 			if [[ $c == direct ]]; then
 				load direct /flood "$OUT/json/throughput-direct-r$r.json" -n 1 -warmup 0 -ae "$AE" \
@@ -332,9 +365,9 @@ if has throughput; then
 fi
 
 if has gobench; then
-	log "go test -bench=BenchmarkWrite"
+	log "go test -bench='BenchmarkWrite|BenchmarkBeat'"
 	if ls ./*_bench_test.go >/dev/null 2>&1 && grep -q 'func BenchmarkWrite' ./*_bench_test.go; then
-		"${SRV[@]}" go test -run='^$' -bench=BenchmarkWrite -benchmem -count="$BENCH_COUNT" . >"$OUT/gobench.txt" 2>&1 ||
+		"${SRV[@]}" go test -run='^$' -bench='BenchmarkWrite|BenchmarkBeat' -benchmem -count="$BENCH_COUNT" . >"$OUT/gobench.txt" 2>&1 ||
 			log "go test -bench failed: $(tail -5 "$OUT/gobench.txt")"
 	else
 		log "no BenchmarkWrite in this tree: hot-path figures left out"

@@ -72,6 +72,7 @@ var names = map[string]string{
 	"direct":      "direct to the upstream (no proxy)",
 	"sse_hb1":     "sse, heartbeat 1s",
 	"sse_hboff":   "sse, heartbeat off",
+	"floor":       "the floor (bench/floor)",
 }
 
 func main() {
@@ -92,7 +93,7 @@ type report struct {
 	targets []string
 }
 
-var fileRE = regexp.MustCompile(`^(memory|heartbeat|latency|throughput)-([a-z0-9_]+?)(?:-r\d+)?\.json$`)
+var fileRE = regexp.MustCompile(`^(memory|heartbeat|goroutines|latency|throughput)-([a-z0-9_]+?)(?:-r\d+)?\.json$`)
 
 func (r *report) load() {
 	files, _ := filepath.Glob(filepath.Join(r.dir, "json", "*.json"))
@@ -178,14 +179,6 @@ func afterGCKB(n int) func(result) float64 {
 		}
 		return math.NaN()
 	}
-}
-
-// lastKB returns the RSS per stream of the last stage.
-func lastKB(res result) float64 {
-	if len(res.Stages) == 0 {
-		return math.NaN()
-	}
-	return res.Stages[len(res.Stages)-1].PerStreamKB
 }
 
 // stageCounts returns the smallest and largest stage of any result.
@@ -367,39 +360,98 @@ func codings(rs []result) string {
 	return strings.Join(out, ", ")
 }
 
+// hbKeyRE names a heartbeat result: contender, interval, streams.
+var hbKeyRE = regexp.MustCompile(`^heartbeat-(sse_hb|floor)_([0-9a-z.]+)_(\d+)$`)
+
 func (r *report) heartbeat() {
-	on, def, off := "heartbeat-sse_hb1", "heartbeat-sse", "heartbeat-sse_hboff"
-	if r.rounds(on)+r.rounds(off) == 0 {
-		return
+	type rate struct {
+		n        int
+		interval string
 	}
-	label := map[string]string{on: "heartbeat 1s", def: "heartbeat 15s (the default)", off: "heartbeat off"}
-	n := 0
-	for _, x := range append(r.runs[on], r.runs[off]...) {
-		n = x.Streams
+	var rates []rate
+	seen := map[rate]bool{}
+	keys := make([]string, 0, len(r.runs))
+	for k := range r.runs {
+		keys = append(keys, k)
 	}
-	fmt.Printf("### Heartbeat cost: sse with %s idle streams\n\n", thousands(float64(n)))
-	fmt.Println("| sse with | CPU, % of one core | heartbeats received per second | RSS per stream (KiB) |")
-	fmt.Println("|---|---:|---:|---:|")
-	cpuOn, okOn := r.med(on, func(x result) float64 { return x.CPUPctCore })
-	cpuOff, okOff := r.med(off, func(x result) float64 { return x.CPUPctCore })
-	for _, k := range []string{on, def, off} {
-		if r.rounds(k) == 0 {
+	slices.Sort(keys)
+	for _, k := range keys {
+		m := hbKeyRE.FindStringSubmatch(k)
+		if m == nil {
 			continue
 		}
-		cpu, _ := r.med(k, func(x result) float64 { return x.CPUPctCore })
-		hb, _ := r.med(k, func(x result) float64 { return float64(x.Heartbeats) / x.WindowSeconds })
-		kb, _ := r.med(k, lastKB)
-		fmt.Printf("| %s | %s | %s | %s |\n", label[k], f2(cpu), thousands(hb), f1(kb))
+		n, _ := strconv.Atoi(m[3])
+		if rt := (rate{n, m[2]}); !seen[rt] {
+			seen[rt] = true
+			rates = append(rates, rt)
+		}
 	}
-	fmt.Println()
-	fmt.Printf("- heartbeats at 1s cost %s %% of one core over heartbeat off", f2(cpuOn-cpuOff))
-	if cpuDef, ok := r.med(def, func(x result) float64 { return x.CPUPctCore }); ok {
-		fmt.Printf("; at 15s, %s %%", f2(cpuDef-cpuOff))
+	slices.SortFunc(rates, func(a, b rate) int { return a.n - b.n })
+	if len(rates) > 0 {
+		fmt.Println("### Heartbeat cost: sse against the floor, idle streams")
+		fmt.Println()
+		fmt.Println("sse: Caddy + encode gzip zstd + sse + reverse_proxy, quiet upstream. floor: bench/floor, one ticker writing the same heartbeat chunk to idle connections, no proxy. µs of the server's CPU per heartbeat the clients received.")
+		fmt.Println()
+		fmt.Println("| streams | interval | sse: heartbeats/s | sse: % of a core | sse: µs per beat | floor: heartbeats/s | floor: % of a core | floor: µs per beat | sse / floor |")
+		fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	}
-	fmt.Printf("\n\n")
-	r.target(cpuOn < 10, okOn, fmt.Sprintf("heartbeats for %s idle streams at 1s under 10 %% of one core: %s %% in all (%s %% over heartbeat off)",
-		thousands(float64(n)), f2(cpuOn), f2(cpuOn-cpuOff)))
-	_ = okOff
+	perBeat := func(x result) float64 {
+		if x.Heartbeats == 0 {
+			return math.NaN()
+		}
+		return x.CPUSeconds / float64(x.Heartbeats) * 1e6
+	}
+	hbps := func(x result) float64 { return float64(x.Heartbeats) / x.WindowSeconds }
+	pct := func(x result) float64 { return x.CPUPctCore }
+	for _, rt := range rates {
+		sk := fmt.Sprintf("heartbeat-sse_hb_%s_%d", rt.interval, rt.n)
+		fk := fmt.Sprintf("heartbeat-floor_%s_%d", rt.interval, rt.n)
+		sb, okS := r.med(sk, perBeat)
+		fb, okF := r.med(fk, perBeat)
+		sh, _ := r.med(sk, hbps)
+		fh, _ := r.med(fk, hbps)
+		sp, _ := r.med(sk, pct)
+		fp, _ := r.med(fk, pct)
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", thousands(float64(rt.n)), rt.interval,
+			thousands(sh), f2(sp), f1(sb), thousands(fh), f2(fp), f1(fb), ratio(sb, fb))
+		r.target(sb <= 1.5*fb, okS && okF, fmt.Sprintf("CPU per heartbeat at %s streams, %s, at most 1.5× the floor's: %s µs against %s µs (%s)",
+			thousands(float64(rt.n)), rt.interval, f1(sb), f1(fb), ratio(sb, fb)))
+		if rt.n >= 9000 && rt.interval == "15s" {
+			r.target(sp < 1, okS, fmt.Sprintf("%s idle streams at the default heartbeat 15s under 1 %% of a core: %s %%", thousands(float64(rt.n)), f2(sp)))
+		}
+	}
+	if len(rates) > 0 {
+		fmt.Println()
+	}
+
+	on, errOn := goroutines(filepath.Join(r.dir, "goroutines-sse_hb1.txt"))
+	off, errOff := goroutines(filepath.Join(r.dir, "goroutines-sse_hboff.txt"))
+	if errOn != nil && errOff != nil {
+		return
+	}
+	n := 0
+	for _, x := range r.runs["goroutines-sse_hb1"] {
+		n = x.Streams
+	}
+	fmt.Printf("### Goroutines of Caddy holding %s idle streams\n\n", thousands(float64(n)))
+	fmt.Println("| sse with | goroutines |")
+	fmt.Println("|---|---:|")
+	fmt.Printf("| heartbeat 1s | %d |\n| heartbeat off | %d |\n\n", on, off)
+	r.target(on-off <= 5 && off-on <= 5, errOn == nil && errOff == nil, fmt.Sprintf(
+		"goroutines with heartbeats on and off differ by no more than a handful at %s streams: %d against %d (%+d)", thousands(float64(n)), on, off, on-off))
+}
+
+// goroutines reads the total of a goroutine profile written with debug=1.
+func goroutines(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	if _, err := fmt.Sscanf(string(b), "goroutine profile: total %d", &n); err != nil {
+		return 0, fmt.Errorf("%s: %v", path, err)
+	}
+	return n, nil
 }
 
 func (r *report) latency() {
@@ -470,7 +522,7 @@ func (r *report) throughput() {
 		"throughput on one flooding stream at least 97 %% of stock Caddy: %s events/s against %s (%s)", thousands(sse), thousands(stock), ratio(sse, stock)))
 }
 
-var benchRE = regexp.MustCompile(`^(BenchmarkWrite\S*?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+[\d.]+ MB/s)?(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
+var benchRE = regexp.MustCompile(`^(Benchmark(?:Write|Beat)\S*?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+[\d.]+ MB/s)?(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
 
 func (r *report) gobench() {
 	f, err := os.Open(filepath.Join(r.dir, "gobench.txt"))
@@ -517,7 +569,7 @@ func (r *report) gobench() {
 		}
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
-	fmt.Println("### Hot path: `go test -bench=BenchmarkWrite -benchmem` (one Write of an event)")
+	fmt.Println("### Hot path: `go test -bench='BenchmarkWrite|BenchmarkBeat' -benchmem` (one Write of an event; one heartbeat)")
 	fmt.Println()
 	fmt.Println("| benchmark | ns/op | / bare | B/op | allocs/op | runs |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
@@ -540,5 +592,5 @@ func (r *report) gobench() {
 		}
 	}
 	fmt.Println()
-	r.target(worst == 0, sseSeen, fmt.Sprintf("hot path: 0 allocations per Write, with and without heartbeats: at most %s allocs/op", f2(worst)))
+	r.target(worst == 0, sseSeen, fmt.Sprintf("hot path: 0 allocations per Write, with and without heartbeats, and per heartbeat: at most %s allocs/op", f2(worst)))
 }
