@@ -78,13 +78,41 @@ func (adminSSE) handleStreams(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handleZones answers GET /sse/zones: {zone: {key: open streams}} for every
-// zone with open streams.
+// zone with open streams. With ?mode=1 it answers {zone: {"mode": …,
+// "keys": {key: open streams}}} instead, for those zones and every zone
+// with a Redis side, so an operator sees how each zone counts now.
 func (adminSSE) handleZones(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
 	}
-	return writeJSON(w, zoneKeys())
+	keys := zoneKeys()
+	if r.URL.Query().Get("mode") == "" {
+		return writeJSON(w, keys)
+	}
+	type zoneState struct {
+		Mode string         `json:"mode"`
+		Keys map[string]int `json:"keys"`
+	}
+	out := make(map[string]zoneState, len(keys))
+	for name, k := range keys {
+		out[name] = zoneState{Mode: modeProcess, Keys: k}
+	}
+	redisStores.Range(func(_, v any) bool {
+		if s, ok := v.(*redisStore); ok {
+			k := keys[s.zone]
+			if k == nil {
+				k = map[string]int{}
+			}
+			out[s.zone] = zoneState{Mode: s.Mode(), Keys: k}
+		}
+		return true
+	})
+	return writeJSON(w, out)
 }
+
+// modeProcess is the mode of a zone without a Redis side: its counts are
+// this process's own.
+const modeProcess = "process"
 
 func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")

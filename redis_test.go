@@ -16,6 +16,7 @@ package caddysse
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -546,4 +547,43 @@ func (rs *redisServer) now(t testing.TB) time.Time {
 	s, _ := strconv.ParseInt(r[0], 10, 64)
 	us, _ := strconv.ParseInt(r[1], 10, 64)
 	return time.Unix(s, us*1000)
+}
+
+// GET /sse/zones?mode=1 says how each zone counts now: "redis", then
+// "local" while Redis is down (on_error local), and "process" for a zone
+// without a Redis side; the keys are those of /sse/zones.
+func TestRedisZoneModeInAdminAPI(t *testing.T) {
+	rs := startRedis(t)
+	h := redisHandler(t, rs, "admin", onErrorLocal)
+	local, _ := limHandler(t, &Handler{Zone: t.Name() + "-process", Limits: []Limit{{Max: 5, Per: "{http.request.header.X-Key}"}}})
+	openRedisStream(t, h, "k")
+	openRedisStream(t, local, "p")
+	type zoneState struct {
+		Mode string         `json:"mode"`
+		Keys map[string]int `json:"keys"`
+	}
+	modes := func() map[string]zoneState {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		if err := (adminSSE{}).handleZones(rec, httptest.NewRequest(http.MethodGet, "/sse/zones?mode=1", nil)); err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]zoneState
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatalf("%v: %s", err, rec.Body.String())
+		}
+		return got
+	}
+	got := modes()
+	if z := got[h.Zone]; z.Mode != "redis" || z.Keys["k"] != 1 {
+		t.Errorf("redis zone = %+v, want mode redis and k: 1", z)
+	}
+	if z := got[local.Zone]; z.Mode != modeProcess || z.Keys["p"] != 1 {
+		t.Errorf("process zone = %+v, want mode %s and p: 1", z, modeProcess)
+	}
+	rs.stop(t)
+	openRedisStream(t, h, "k") // trips the breaker
+	if z := modes()[h.Zone]; z.Mode != "local" || z.Keys["k"] != 2 {
+		t.Errorf("redis zone with Redis down = %+v, want mode local and k: 2", z)
+	}
 }
