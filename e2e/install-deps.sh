@@ -1,15 +1,16 @@
 #!/bin/sh
 # Installs the third-party programs the end-to-end tests in e2e/ drive, from
 # Debian's packages: chromium (headless EventSource client), nginx (a proxy
-# in front of Caddy), curl (HTTP/2 client), and Node with npm (the npm SSE
-# client libraries).
+# in front of Caddy), curl (HTTP/2 client), Node with npm (the npm SSE
+# client libraries), redis-server (fleet-wide limits) and prometheus (the
+# dashboard's queries).
 #
-# Idempotent: installs only what is missing, and does nothing when all three
-# are present. Runs as root (CI), or through sudo when there is one.
+# Idempotent: installs only what is missing, and does nothing when all are
+# present. Runs as root (CI), or through sudo when there is one.
 #
-# The tests start their own nginx on a free loopback port; the Debian
-# package's nginx service is kept from starting during the install (it would
-# listen on port 80 on every interface).
+# The tests start their own nginx, redis-server and prometheus on free
+# loopback ports; the Debian packages' services are kept from starting during
+# the install (nginx would listen on port 80 on every interface).
 set -eu
 
 missing=""
@@ -26,7 +27,7 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missi
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus" # dashboard_test.go runs the dashboard's queries
 
 if [ -z "$missing" ]; then
-	echo "e2e deps present: chromium nginx curl node npm"
+	echo "e2e deps present: chromium nginx curl node npm redis-server prometheus"
 	exit 0
 fi
 
