@@ -21,6 +21,7 @@ package caddysse
 // (BENCHMARKS.md, "Limits across instances", has the figures.)
 
 import (
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -37,7 +38,7 @@ import (
 // admission to release, with a local zone and with a Redis zone, and
 // reports p50 and p99.
 func BenchmarkRedisAdmission(b *testing.B) {
-	rs := startRedis(b)
+	rs := testredis.Start(b)
 	for _, store := range []string{"local", "redis"} {
 		b.Run(store, func(b *testing.B) {
 			h := benchRedisHandler(b, rs, store)
@@ -68,7 +69,7 @@ func BenchmarkRedisAdmission(b *testing.B) {
 // BenchmarkRedisAdmissionParallel is how many admissions (and releases)
 // per second one instance sustains against one Redis.
 func BenchmarkRedisAdmissionParallel(b *testing.B) {
-	rs := startRedis(b)
+	rs := testredis.Start(b)
 	h := benchRedisHandler(b, rs, "redis")
 	next := func(w http.ResponseWriter, r *http.Request) error { return limStreamNext(w, r) }
 	b.SetParallelism(16)
@@ -97,7 +98,7 @@ func BenchmarkRedisAdmissionParallel(b *testing.B) {
 // what it costs Caddy and Redis in CPU, as a share of one core at the
 // default lease (30s: a round every 10s).
 func BenchmarkRedisRenew10k(b *testing.B) {
-	rs := startRedis(b)
+	rs := testredis.Start(b)
 	h := benchRedisHandler(b, rs, "redis")
 	s := h.store
 	const streams = 10000
@@ -111,7 +112,7 @@ func BenchmarkRedisRenew10k(b *testing.B) {
 	s.mu.Unlock()
 	redisCPU := func() float64 {
 		var total float64
-		for _, line := range rs.do(b, "INFO", "cpu") {
+		for _, line := range rs.Do(b, "INFO", "cpu") {
 			for _, l := range strings.Split(line, "\n") {
 				k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
 				if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
@@ -154,13 +155,13 @@ func processCPU() time.Duration {
 
 // benchRedisHandler is redisHandler with a limit nothing reaches, and a
 // timeout a loaded machine does not trip; store "local" has no redis.
-func benchRedisHandler(b *testing.B, rs *redisServer, store string) *Handler {
+func benchRedisHandler(b *testing.B, rs *testredis.Server, store string) *Handler {
 	h := &Handler{
 		Zone:   b.Name(),
 		Limits: []Limit{{Max: 1 << 30, Per: "{http.request.header.X-Key}"}},
 	}
 	if store == "redis" {
-		h.Redis = &RedisStore{Address: rs.addr, Password: rs.password, Timeout: caddy1s}
+		h.Redis = &RedisStore{Address: rs.Addr, Password: rs.Password, Timeout: caddy1s}
 	}
 	h, _ = limHandler(b, h)
 	h.logger = zap.NewNop()

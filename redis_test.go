@@ -18,27 +18,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/redis/rueidis"
 )
 
 // A stream admitted through Redis holds a member in its key's set, kept
 // past its lease by renewals and removed when it ends; the max holds.
 func TestRedisLeaseRenewedAndReleased(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "renew", onErrorLocal)
 	a := openRedisStream(t, h, "k1")
 	b := openRedisStream(t, h, "k1")
@@ -46,23 +41,23 @@ func TestRedisLeaseRenewedAndReleased(t *testing.T) {
 		t.Fatal("a third stream was admitted with limit 2")
 	}
 	set := redisSetKey(h, "k1")
-	if n := rs.zcard(t, set); n != 2 {
+	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("ZCARD = %d, want 2", n)
 	}
 	// two leases later, the members are still there: renewed
-	until := rs.now(t).Add(2 * h.store.lease)
-	limWaitFor(t, "two leases to pass", func() bool { return rs.now(t).After(until) })
-	if n := rs.zcard(t, set); n != 2 {
+	until := rs.Now(t).Add(2 * h.store.lease)
+	limWaitFor(t, "two leases to pass", func() bool { return rs.Now(t).After(until) })
+	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("after two leases, ZCARD = %d, want 2 (leases not renewed)", n)
 	}
-	now := strconv.FormatInt(rs.now(t).UnixMilli(), 10)
-	if n := rs.do(t, "ZCOUNT", set, "-inf", now)[0]; n != "0" {
+	now := strconv.FormatInt(rs.Now(t).UnixMilli(), 10)
+	if n := rs.Do(t, "ZCOUNT", set, "-inf", now)[0]; n != "0" {
 		t.Fatalf("%s leases expired before Redis's now", n)
 	}
 	a.end()
-	limWaitFor(t, "the ended stream's member to go", func() bool { return rs.zcard(t, set) == 1 })
+	limWaitFor(t, "the ended stream's member to go", func() bool { return rs.ZCard(t, set) == 1 })
 	b.end()
-	limWaitFor(t, "both members to go", func() bool { return rs.zcard(t, set) == 0 })
+	limWaitFor(t, "both members to go", func() bool { return rs.ZCard(t, set) == 0 })
 	if c := openRedisStream(t, h, "k1"); !c.admitted {
 		t.Fatal("a stream was refused after the others ended")
 	}
@@ -70,10 +65,10 @@ func TestRedisLeaseRenewedAndReleased(t *testing.T) {
 
 // Keys reach Redis hashed: no client value appears in any key or member.
 func TestRedisKeysHashed(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "hashed", onErrorLocal)
 	openRedisStream(t, h, "secret-token-value")
-	keys := rs.do(t, "KEYS", "*")
+	keys := rs.Do(t, "KEYS", "*")
 	if len(keys) == 0 {
 		t.Fatal("no key in Redis")
 	}
@@ -88,14 +83,14 @@ func TestRedisKeysHashed(t *testing.T) {
 // (on_error local); Redis comes back empty: the open streams are
 // registered again before Redis counts new ones.
 func TestRedisDownLocalThenResync(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "down", onErrorLocal)
 	a := openRedisStream(t, h, "k")
 	set := redisSetKey(h, "k")
-	if n := rs.zcard(t, set); n != 1 {
+	if n := rs.ZCard(t, set); n != 1 {
 		t.Fatalf("ZCARD = %d, want 1", n)
 	}
-	rs.stop(t)
+	rs.Stop(t)
 	b := openRedisStream(t, h, "k") // trips the breaker, admitted locally
 	if !b.admitted {
 		t.Fatal("with on_error local, a stream within the limit was refused while Redis was down")
@@ -109,31 +104,31 @@ func TestRedisDownLocalThenResync(t *testing.T) {
 	if a.done() || b.done() {
 		t.Fatal("an open stream ended when Redis went down")
 	}
-	rs.start(t) // empty: no persistence
+	rs.Restart(t) // empty: no persistence
 	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
-	if n := rs.zcard(t, set); n != 2 {
+	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("after Redis came back, ZCARD = %d, want 2 (open streams not registered again)", n)
 	}
 	if c := openRedisStream(t, h, "k"); c.admitted {
 		t.Fatal("Redis admitted a third stream with limit 2")
 	}
 	a.end()
-	limWaitFor(t, "the ended stream's member to go", func() bool { return rs.zcard(t, set) == 1 })
+	limWaitFor(t, "the ended stream's member to go", func() bool { return rs.ZCard(t, set) == 1 })
 }
 
 // Redis restarted empty while the breaker saw nothing: the instance finds
 // its marker gone and registers its streams again before counting there.
 func TestRedisRestartedEmptyResync(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "restart", onErrorLocal)
 	openRedisStream(t, h, "k")
 	set := redisSetKey(h, "k")
-	rs.do(t, "FLUSHALL")
+	rs.Do(t, "FLUSHALL")
 	// the next admission sees the marker gone: it must not count on the
 	// empty set (which would admit two more)
 	openRedisStream(t, h, "k")
 	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
-	if n := rs.zcard(t, set); n != 2 {
+	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("ZCARD = %d, want 2", n)
 	}
 	if c := openRedisStream(t, h, "k"); c.admitted {
@@ -144,10 +139,10 @@ func TestRedisRestartedEmptyResync(t *testing.T) {
 // on_error refuse: while Redis is down, new streams get the usual
 // EventSource-safe refusal; open streams go on.
 func TestRedisDownRefuse(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "refuse", onErrorRefuse)
 	a := openRedisStream(t, h, "k")
-	rs.stop(t)
+	rs.Stop(t)
 	b := openRedisStream(t, h, "k")
 	if b.admitted {
 		t.Fatal("with on_error refuse, a stream was admitted while Redis was down")
@@ -161,7 +156,7 @@ func TestRedisDownRefuse(t *testing.T) {
 	if a.done() {
 		t.Fatal("an open stream ended when Redis went down")
 	}
-	rs.start(t)
+	rs.Restart(t)
 	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
 	if c := openRedisStream(t, h, "k"); !c.admitted {
 		t.Fatal("a stream within the limit was refused after Redis came back")
@@ -171,10 +166,10 @@ func TestRedisDownRefuse(t *testing.T) {
 // A Redis that accepts connections and never answers costs an admission
 // one timeout, and then none: the breaker is open.
 func TestRedisSlowBreaker(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "slow", onErrorLocal)
 	openRedisStream(t, h, "k")
-	rs.pause(t)
+	rs.Pause(t)
 	start := time.Now()
 	if s := openRedisStream(t, h, "k"); !s.admitted {
 		t.Fatal("on_error local refused a stream within the limit")
@@ -187,7 +182,7 @@ func TestRedisSlowBreaker(t *testing.T) {
 	if d := time.Since(start); d > h.store.timeout/2 {
 		t.Fatalf("with the breaker open, admission took %s: it still called Redis", d)
 	}
-	rs.resume(t)
+	rs.Resume(t)
 	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
 }
 
@@ -274,24 +269,24 @@ func TestRedisValidate(t *testing.T) {
 		}
 	}
 
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	mk := func(r *RedisStore) *Handler {
 		return &Handler{Zone: "shared", Limits: []Limit{{Max: 1, Per: "{http.request.host}"}}, Redis: r}
 	}
-	a := mk(&RedisStore{Address: rs.addr, Password: rs.password})
+	a := mk(&RedisStore{Address: rs.Addr, Password: rs.Password})
 	if err := a.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Cleanup()
-	b := mk(&RedisStore{Address: rs.addr, Password: rs.password, Lease: caddy.Duration(time.Minute)})
+	b := mk(&RedisStore{Address: rs.Addr, Password: rs.Password, Lease: caddy.Duration(time.Minute)})
 	err := b.Provision(ctx)
 	if err == nil {
 		b.Cleanup()
 		t.Fatal("two blocks of one config share a zone with different redis settings")
 	}
-	if !strings.Contains(err.Error(), `zone "shared" is used with other redis settings`) || strings.Contains(err.Error(), rs.password) {
+	if !strings.Contains(err.Error(), `zone "shared" is used with other redis settings`) || strings.Contains(err.Error(), rs.Password) {
 		t.Fatalf("err = %v", err)
 	}
 	_ = b.Cleanup()
@@ -305,7 +300,7 @@ func TestRedisValidate(t *testing.T) {
 
 // Nothing outlives Cleanup: caddy validate provisions and cleans up.
 func TestRedisStoreStopsAtCleanup(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "cleanup", onErrorLocal)
 	s := h.store
 	if err := h.Cleanup(); err != nil {
@@ -386,13 +381,13 @@ func openRedisStream(t testing.TB, h *Handler, key string) *redisStream {
 
 // redisHandler provisions an sse handler whose zone counts in rs: limit 2
 // per X-Key, lease 2s, timeout 200ms.
-func redisHandler(t testing.TB, rs *redisServer, zone, onError string) *Handler {
+func redisHandler(t testing.TB, rs *testredis.Server, zone, onError string) *Handler {
 	t.Helper()
 	h := &Handler{
 		Zone:   t.Name() + "-" + zone,
 		Limits: []Limit{{Max: 2, Per: "{http.request.header.X-Key}"}},
 		Redis: &RedisStore{
-			Address: rs.addr, Password: rs.password, KeyPrefix: "test" + strconv.Itoa(rs.port),
+			Address: rs.Addr, Password: rs.Password, KeyPrefix: "test" + strconv.Itoa(rs.Port),
 			Lease: caddy.Duration(2 * time.Second), Timeout: caddy.Duration(200 * time.Millisecond), OnError: onError,
 		},
 	}
@@ -408,152 +403,11 @@ func redisSetKey(h *Handler, key string) string {
 	return h.store.prefix + "k:" + hashKey(h.limits[0].id+"\x00"+key)
 }
 
-// redisServer is a redis-server subprocess on a loopback port, with a
-// password and no persistence: a restart comes back empty.
-type redisServer struct {
-	addr, password string
-	port           int
-	dir            string
-	cmd            *exec.Cmd
-	exited         chan struct{}
-	client         rueidis.Client
-}
-
-// startRedis starts a redis-server for the test. Without one, the test is
-// skipped, or fails in CI.
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is missing (e2e/install-deps.sh installs it)")
-		}
-		t.Skip("redis-server is not installed (e2e/install-deps.sh installs it)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	rs := &redisServer{
-		addr: fmt.Sprintf("127.0.0.1:%d", port), port: port,
-		password: "pw-" + strconv.Itoa(port), dir: t.TempDir(),
-	}
-	rs.start(t)
-	t.Cleanup(func() {
-		if rs.client != nil {
-			rs.client.Close()
-		}
-		rs.stop(t)
-	})
-	return rs
-}
-
-// start runs redis-server and waits until it answers.
-func (rs *redisServer) start(t testing.TB) {
-	t.Helper()
-	rs.cmd = exec.Command("redis-server", "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
-		"--requirepass", rs.password, "--save", "", "--appendonly", "no", "--dir", rs.dir,
-		"--logfile", filepath.Join(rs.dir, "redis.log"))
-	if err := rs.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	rs.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) {
-		_ = cmd.Wait()
-		close(exited)
-	}(rs.cmd, rs.exited)
-	limWaitFor(t, "redis-server to answer", func() bool {
-		c, err := net.DialTimeout("tcp", rs.addr, time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-}
-
-// stop kills redis-server and waits for it to exit.
-func (rs *redisServer) stop(t testing.TB) {
-	t.Helper()
-	select {
-	case <-rs.exited:
-		return
-	default:
-	}
-	_ = rs.cmd.Process.Signal(syscall.SIGCONT)
-	_ = rs.cmd.Process.Kill()
-	<-rs.exited
-}
-
-// pause stops redis-server (SIGSTOP): it accepts nothing new, answers
-// nothing; resume lets it go on.
-func (rs *redisServer) pause(t testing.TB) {
-	t.Helper()
-	if err := rs.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (rs *redisServer) resume(t testing.TB) {
-	t.Helper()
-	if err := rs.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// do runs a command and returns its reply as strings.
-func (rs *redisServer) do(t testing.TB, args ...string) []string {
-	t.Helper()
-	if rs.client == nil {
-		c, err := rueidis.NewClient(rueidis.ClientOption{
-			InitAddress: []string{rs.addr}, Password: rs.password, DisableCache: true,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs.client = c
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	res := rs.client.Do(ctx, rs.client.B().Arbitrary(args...).Build())
-	if _, ok := rueidis.IsRedisErr(res.Error()); res.Error() != nil && !ok {
-		// a connection broken by a restart: the client redials now
-		res = rs.client.Do(ctx, rs.client.B().Arbitrary(args...).Build())
-	}
-	if arr, err := res.AsStrSlice(); err == nil {
-		return arr
-	}
-	if n, err := res.AsInt64(); err == nil {
-		return []string{strconv.FormatInt(n, 10)}
-	}
-	s, err := res.ToString()
-	if err != nil {
-		t.Fatalf("%v: %v", args, err)
-	}
-	return []string{s}
-}
-
-func (rs *redisServer) zcard(t testing.TB, key string) int {
-	t.Helper()
-	n, _ := strconv.Atoi(rs.do(t, "ZCARD", key)[0])
-	return n
-}
-
-// now is Redis's clock.
-func (rs *redisServer) now(t testing.TB) time.Time {
-	t.Helper()
-	r := rs.do(t, "TIME")
-	s, _ := strconv.ParseInt(r[0], 10, 64)
-	us, _ := strconv.ParseInt(r[1], 10, 64)
-	return time.Unix(s, us*1000)
-}
-
 // GET /sse/zones?mode=1 says how each zone counts now: "redis", then
 // "local" while Redis is down (on_error local), and "process" for a zone
 // without a Redis side; the keys are those of /sse/zones.
 func TestRedisZoneModeInAdminAPI(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "admin", onErrorLocal)
 	local, _ := limHandler(t, &Handler{Zone: t.Name() + "-process", Limits: []Limit{{Max: 5, Per: "{http.request.header.X-Key}"}}})
 	openRedisStream(t, h, "k")
@@ -581,7 +435,7 @@ func TestRedisZoneModeInAdminAPI(t *testing.T) {
 	if z := got[local.Zone]; z.Mode != modeProcess || z.Keys["p"] != 1 {
 		t.Errorf("process zone = %+v, want mode %s and p: 1", z, modeProcess)
 	}
-	rs.stop(t)
+	rs.Stop(t)
 	openRedisStream(t, h, "k") // trips the breaker
 	if z := modes()[h.Zone]; z.Mode != "local" || z.Keys["k"] != 2 {
 		t.Errorf("redis zone with Redis down = %+v, want mode local and k: 2", z)

@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,14 +13,14 @@ import (
 // zone_redis_transitions_total counts the change, by the mode entered.
 // Issue 14, item 2.
 func TestZoneRedisMetrics(t *testing.T) {
-	rs := startRedis(t)
+	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "metrics", onErrorLocal)
 	h.srvName = "srvR" // as Provision sets it inside a server
 	labels := []string{"server", "srvR", "zone", h.zoneName}
 	if v := collectedValue(t, metrics.zones, "caddy_sse_zone_redis_up", labels...); v != 1 {
 		t.Fatalf("zone_redis_up = %v with Redis up, want 1", v)
 	}
-	rs.stop(t)
+	rs.Stop(t)
 	openRedisStream(t, h, "k") // trips the breaker
 	limWaitFor(t, "the zone to fall back", func() bool { return h.store.Mode() == "local" })
 	if v := collectedValue(t, metrics.zones, "caddy_sse_zone_redis_up", labels...); v != 0 {

@@ -22,16 +22,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -41,15 +38,15 @@ import (
 // its slots back within the lease; the others can then use them.
 // The instances log in as an ACL user with a password.
 func TestRedisFleetExactCapAndKill(t *testing.T) {
-	rs := startRedisServer(t)
-	rs.do(t, "ACL", "SETUSER", "caddy", "on", ">caddy-pw", "~*", "+@all")
+	rs := testredis.Start(t)
+	rs.Do(t, "ACL", "SETUSER", "caddy", "on", ">caddy-pw", "~*", "+@all")
 	up := holdUpstream(t)
 	site := redisSite(fmt.Sprintf(`redis %s {
 			username caddy
 			password {env.SSE_TEST_REDIS_PASSWORD}
 			lease 2s
 			timeout 500ms
-		}`, rs.addr), 20)
+		}`, rs.Addr), 20)
 	t.Setenv("SSE_TEST_REDIS_PASSWORD", "caddy-pw")
 	var fleet []*caddyProc
 	for range 3 {
@@ -78,8 +75,8 @@ func TestRedisFleetExactCapAndKill(t *testing.T) {
 		t.Fatalf("admitted %d (%d, %d, %d per instance), refused %d; want exactly 20 admitted and 180 refused",
 			total, admitted[0].Load(), admitted[1].Load(), admitted[2].Load(), refused.Load())
 	}
-	set := rs.onlySet(t)
-	if n := rs.zcard(t, set); n != 20 {
+	set := onlySet(t, rs)
+	if n := rs.ZCard(t, set); n != 20 {
 		t.Fatalf("ZCARD = %d, want 20", n)
 	}
 
@@ -97,7 +94,7 @@ func TestRedisFleetExactCapAndKill(t *testing.T) {
 	killedAt := time.Now()
 	fleet[killed].cmd.Process.Kill()
 	<-fleet[killed].exited
-	waitFor(t, "the killed instance's slots to expire", 10*time.Second, func() bool { return rs.zcard(t, set) == 20-held })
+	waitFor(t, "the killed instance's slots to expire", 10*time.Second, func() bool { return rs.ZCard(t, set) == 20-held })
 	if d := time.Since(killedAt); d > 2*time.Second+time.Second {
 		t.Errorf("the killed instance's slots came back after %s; lease is 2s", d)
 	}
@@ -116,14 +113,14 @@ func TestRedisFleetExactCapAndKill(t *testing.T) {
 // against its own counters, the one with on_error refuse refuses. Redis
 // comes back empty: both register their open streams again.
 func TestRedisFleetRedisDown(t *testing.T) {
-	rs := startRedisServer(t)
+	rs := testredis.Start(t)
 	up := holdUpstream(t)
 	conf := func(onError string) string {
 		return redisSite(fmt.Sprintf(`redis redis://:%s@%s {
 			lease 2s
 			timeout 200ms
 			on_error %s
-		}`, rs.password, rs.addr, onError), 3)
+		}`, rs.Password, rs.Addr, onError), 3)
 	}
 	local := startCaddy(t, up.addr, conf("local"))
 	refuse := startCaddy(t, up.addr, conf("refuse"))
@@ -133,13 +130,13 @@ func TestRedisFleetRedisDown(t *testing.T) {
 	if got := openCounted(t, refuse, "k"); got != "admitted" {
 		t.Fatalf("first stream on the refuse instance: %s", got)
 	}
-	set := rs.onlySet(t)
-	if n := rs.zcard(t, set); n != 2 {
+	set := onlySet(t, rs)
+	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("ZCARD = %d, want 2", n)
 	}
 	openBefore := up.open.Load()
 
-	rs.stop(t)
+	rs.Stop(t)
 	if got := openCounted(t, refuse, "k"); got != "refused" {
 		t.Fatalf("with Redis down, on_error refuse: %s, want refused", got)
 	}
@@ -156,9 +153,9 @@ func TestRedisFleetRedisDown(t *testing.T) {
 		t.Fatalf("%d streams open at the upstream, want %d: open streams must go on", n, openBefore+2)
 	}
 
-	rs.start(t) // empty
+	rs.Restart(t) // empty
 	waitFor(t, "both instances to register their 4 open streams again", 10*time.Second, func() bool {
-		return rs.zcard(t, set) == 4
+		return rs.ZCard(t, set) == 4
 	})
 	if got := openCounted(t, refuse, "k"); got != "refused" {
 		t.Fatalf("with 4 registered and max 3, Redis admitted: %s", got)
@@ -168,19 +165,19 @@ func TestRedisFleetRedisDown(t *testing.T) {
 // A reload keeps the counts: streams opened before it still hold their
 // slots, in Redis and locally, and the max still holds after it.
 func TestRedisFleetReload(t *testing.T) {
-	rs := startRedisServer(t)
+	rs := testredis.Start(t)
 	up := holdUpstream(t)
 	site := redisSite(fmt.Sprintf(`redis %s {
 			password %s
 			lease 2s
-		}`, rs.addr, rs.password), 2)
+		}`, rs.Addr, rs.Password), 2)
 	c := startCaddy(t, up.addr, site)
 	for range 2 {
 		if got := openCounted(t, c, "k"); got != "admitted" {
 			t.Fatalf("before the reload: %s", got)
 		}
 	}
-	set := rs.onlySet(t)
+	set := onlySet(t, rs)
 	cfg, err := os.ReadFile(filepath.Join(filepath.Dir(c.logf), "Caddyfile"))
 	if err != nil {
 		t.Fatal(err)
@@ -200,9 +197,9 @@ func TestRedisFleetReload(t *testing.T) {
 	}
 	// two leases later, the streams from before the reload are still
 	// counted: their leases are renewed
-	until := rs.now(t).Add(4 * time.Second)
-	waitFor(t, "two leases to pass", 10*time.Second, func() bool { return rs.now(t).After(until) })
-	if n := rs.zcard(t, set); n != 2 {
+	until := rs.Now(t).Add(4 * time.Second)
+	waitFor(t, "two leases to pass", 10*time.Second, func() bool { return rs.Now(t).After(until) })
+	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("ZCARD = %d two leases after the reload, want 2", n)
 	}
 }
@@ -283,95 +280,11 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
-// redisServer is a redis-server subprocess on a loopback port with a
-// password and no persistence: a restart comes back empty.
-type redisServer struct {
-	addr, password string
-	port           int
-	dir            string
-	cmd            *exec.Cmd
-	exited         chan struct{}
-}
-
-// startRedisServer starts redis-server for the test (skipped without it,
-// a failure in CI).
-func startRedisServer(t testing.TB) *redisServer {
-	t.Helper()
-	requireTool(t, "redis-server", "/usr/bin/redis-server")
-	requireTool(t, "redis-cli", "/usr/bin/redis-cli")
-	port := freePort(t)
-	rs := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), port: port, password: "pw-" + strconv.Itoa(port), dir: t.TempDir()}
-	rs.start(t)
-	t.Cleanup(func() { rs.stop(t) })
-	return rs
-}
-
-func (rs *redisServer) start(t testing.TB) {
-	t.Helper()
-	rs.cmd = exec.Command("redis-server", "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
-		"--requirepass", rs.password, "--save", "", "--appendonly", "no", "--dir", rs.dir,
-		"--logfile", filepath.Join(rs.dir, "redis.log"))
-	if err := rs.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	rs.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) {
-		_ = cmd.Wait()
-		close(exited)
-	}(rs.cmd, rs.exited)
-	waitFor(t, "redis-server to answer", 10*time.Second, func() bool {
-		conn, err := net.DialTimeout("tcp", rs.addr, time.Second)
-		if err != nil {
-			return false
-		}
-		conn.Close()
-		return true
-	})
-}
-
-func (rs *redisServer) stop(t testing.TB) {
-	select {
-	case <-rs.exited:
-		return
-	default:
-	}
-	_ = rs.cmd.Process.Signal(syscall.SIGKILL)
-	<-rs.exited
-}
-
-// do runs a redis-cli command and returns its output lines.
-func (rs *redisServer) do(t testing.TB, args ...string) []string {
-	t.Helper()
-	cmd := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(rs.port), "--no-auth-warning", "-a", rs.password}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli %v: %v: %s", args, err, out)
-	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")
-}
-
-func (rs *redisServer) zcard(t testing.TB, key string) int {
-	t.Helper()
-	n, err := strconv.Atoi(rs.do(t, "ZCARD", key)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func (rs *redisServer) now(t testing.TB) time.Time {
-	t.Helper()
-	r := rs.do(t, "TIME")
-	s, _ := strconv.ParseInt(r[0], 10, 64)
-	us, _ := strconv.ParseInt(r[1], 10, 64)
-	return time.Unix(s, us*1000)
-}
-
 // onlySet returns the one counting set in Redis (a zone with one key in
 // use), failing unless there is exactly one.
-func (rs *redisServer) onlySet(t testing.TB) string {
+func onlySet(t testing.TB, rs *testredis.Server) string {
 	t.Helper()
-	keys := rs.do(t, "--scan", "--pattern", "caddy-sse:{fleet}:k:*")
+	keys := rs.Do(t, "--scan", "--pattern", "caddy-sse:{fleet}:k:*")
 	if len(keys) != 1 || keys[0] == "" {
 		t.Fatalf("want one counting set, got %q", keys)
 	}
