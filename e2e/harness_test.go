@@ -595,3 +595,42 @@ func (r *sseReader) commentsBetween(from, to time.Time) int {
 	}
 	return n
 }
+
+// startDaemon starts cmd with its output in logPath and stops it when t
+// ends: SIGTERM, then SIGKILL after 10 s. When t failed, it logs the end of
+// each of the files in logs, named as the log line says. The channel it
+// returns is closed when the program has exited.
+func startDaemon(t testing.TB, name string, cmd *exec.Cmd, logPath string, logs ...string) <-chan struct{} {
+	t.Helper()
+	out, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		out.Close()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			for _, p := range append([]string{logPath}, logs...) {
+				b, _ := os.ReadFile(p)
+				t.Logf("%s %s:\n%s", name, filepath.Base(p), tail(b, 8000))
+			}
+		}
+	})
+	return exited
+}

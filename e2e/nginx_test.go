@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -92,35 +91,8 @@ func startNginx(t testing.TB, backend string) *nginxProc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", n.Dir, "-c", conf, "-g", "daemon off;")
-	out, err := os.Create(filepath.Join(n.Dir, "stderr.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		out.Close()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			for _, name := range []string{"stderr.log", "error.log"} {
-				b, _ := os.ReadFile(filepath.Join(n.Dir, name))
-				t.Logf("nginx %s:\n%s", name, tail(b, 6000))
-			}
-		}
-	})
+	// SIGTERM is nginx's fast shutdown
+	exited := startDaemon(t, "nginx", cmd, filepath.Join(n.Dir, "stderr.log"), filepath.Join(n.Dir, "error.log"))
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.Port), time.Second)
