@@ -338,9 +338,9 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		}
 		for _, s := range script {
 			if s.beat {
-				before := sw.st.heartbeats
+				before := sw.st.live.heartbeats.Load()
 				fireIdleTimer(sw)
-				if sw.st.heartbeats > before && len(res.upstream) > 0 {
+				if sw.st.live.heartbeats.Load() > before && len(res.upstream) > 0 {
 					res.midStream++
 				}
 				continue
@@ -357,7 +357,7 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		t.Fatalf("ServeHTTP: %v", err)
 	}
 	res.client = rec.Body.Bytes()
-	res.beats = int(sw.st.heartbeats)
+	res.beats = int(sw.st.live.heartbeats.Load())
 	res.bomDropped = sw.st.ownFirst && bytes.HasPrefix(res.upstream, utf8BOM)
 	return res
 }

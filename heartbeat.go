@@ -71,7 +71,6 @@ func (st *stream) beatLocked() {
 	// a comment line adds nothing to an event: the stream is still
 	// between events, whichever frame was written
 	st.boundary = boundaryTracker{}
-	st.heartbeats++
 	st.live.heartbeats.Add(1)
 	st.h.m.heartbeats.Inc()
 }

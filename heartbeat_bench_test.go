@@ -89,7 +89,7 @@ func BenchmarkBeat(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(benchEvent)
 		st := &w.(*streamWriter).st
-		before := st.heartbeats
+		before := st.live.heartbeats.Load()
 		b.ReportAllocs()
 		b.ResetTimer()
 		for range b.N {
@@ -97,7 +97,7 @@ func BenchmarkBeat(b *testing.B) {
 			h.sched.schedule(st, st.turn(monotime()))
 		}
 		b.StopTimer()
-		if got := st.heartbeats - before; got != int64(b.N) {
+		if got := st.live.heartbeats.Load() - before; got != int64(b.N) {
 			b.Fatalf("%d heartbeats in %d turns", got, b.N)
 		}
 		return nil
@@ -162,13 +162,13 @@ func TestBeatDoesNotAllocate(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(benchEvent)
 		st := &w.(*streamWriter).st
-		before := st.heartbeats
+		before := st.live.heartbeats.Load()
 		allocs := testing.AllocsPerRun(1000, func() {
 			st.lastIO.Store(monotime() - int64(st.interval) - 1)
 			h.sched.schedule(st, st.turn(monotime()))
 		})
-		if st.heartbeats-before < 1000 {
-			t.Fatalf("%d heartbeats in 1000 turns: the turn did not beat", st.heartbeats-before)
+		if st.live.heartbeats.Load()-before < 1000 {
+			t.Fatalf("%d heartbeats in 1000 turns: the turn did not beat", st.live.heartbeats.Load()-before)
 		}
 		if allocs != 0 {
 			t.Errorf("%v allocations per heartbeat, want 0", allocs)

@@ -53,8 +53,8 @@ func (sw *streamWriter) finish(why endReason) {
 			fields := []zap.Field{
 				zap.String("reason", string(why)),
 				zap.Duration("duration", d),
-				zap.Int64("bytes", st.bytes),
-				zap.Int64("heartbeats", st.heartbeats),
+				zap.Int64("bytes", st.live.bytes.Load()),
+				zap.Int64("heartbeats", st.live.heartbeats.Load()),
 				zap.String("proto", sw.req.Proto),
 			}
 			if s := st.scanner; s != nil {

@@ -90,8 +90,6 @@ type stream struct {
 	pendingEnd endReason       // an end waiting for an event boundary
 	pendingAt  int64           // when pendingEnd was asked for
 	writeErr   bool            // a write to the client failed
-	bytes      int64           // bytes of the body sent to the client
-	heartbeats int64           // heartbeats sent
 
 	// live is what the admin API shows of the stream (admin.go): set on
 	// the handler goroutine when it opens; its counters are atomics
@@ -180,7 +178,6 @@ func (st *stream) write(p []byte) (int, error) {
 func (st *stream) writeLocked(p []byte) (int, error) {
 	n, err := st.w.Write(p)
 	if n > 0 {
-		st.bytes += int64(n)
 		st.live.bytes.Add(int64(n))
 		st.boundary.update(p[:n])
 		if st.scanner != nil {
