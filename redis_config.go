@@ -1,0 +1,448 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package caddysse
+
+// The redis block of the config: its fields and their checks, the Caddyfile
+// syntax, and the options it gives the zone's Redis store.
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/redis/rueidis"
+)
+
+// RedisStore counts a zone's streams in Redis, so every Caddy instance
+// that uses the same Redis and zone name shares the zone's limits: across
+// the fleet, a key never has more open streams than its limit's max.
+//
+// Each stream holds a lease in Redis, renewed by its instance while the
+// stream is open and released when it ends; a crashed instance's streams
+// are free again within one lease. When Redis cannot be reached (or
+// answers slower than Timeout), open streams go on untouched and new
+// streams are handled as OnError says.
+//
+// A zone name (zone) is required, and every sse handler that uses the
+// zone must have the same redis settings.
+//
+// EXPERIMENTAL: subject to change.
+type RedisStore struct {
+	// The Redis server: host:port, or a URL redis://[user:password@]host:port[/db]
+	// (rediss:// for TLS). The fields below override the URL's parts.
+	// Placeholders such as {env.REDIS_URL} are expanded. Required.
+	Address string `json:"address,omitempty"`
+
+	// The ACL user name. Placeholders are expanded. Default: none (the
+	// default user).
+	Username string `json:"username,omitempty"`
+
+	// The password. Use a placeholder such as {env.REDIS_PASSWORD} to keep
+	// it out of the config. It is never logged.
+	Password string `json:"password,omitempty"`
+
+	// The database number. Default: 0.
+	DB int `json:"db,omitempty"`
+
+	// Connect with TLS. Default: plain TCP, unless the address is a
+	// rediss:// URL.
+	TLS *RedisTLS `json:"tls,omitempty"`
+
+	// The prefix of every key sse writes. Default: "caddy-sse".
+	KeyPrefix string `json:"key_prefix,omitempty"`
+
+	// How long a stream's slot outlives its instance: the instance renews
+	// its streams' leases every third of this, so after a crash the slots
+	// are free again within one lease. At least 1s. Default: 30s.
+	Lease caddy.Duration `json:"lease,omitempty"`
+
+	// How long one Redis call may take before Redis counts as unreachable.
+	// Admission waits at most this long. At most a third of Lease.
+	// Default: 100ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// What to do with new streams while Redis is unreachable: "local"
+	// admits them against this instance's own counters (each instance
+	// enforces the limits alone), "refuse" refuses them the way a full
+	// limit does. Default: "local".
+	OnError string `json:"on_error,omitempty"`
+}
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	// Do not verify the server's certificate.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+
+	// A PEM file of CA certificates to verify the server's certificate
+	// with, instead of the system's.
+	CA string `json:"ca,omitempty"`
+}
+
+// check reports the first invalid field, named by its JSON path under
+// "redis". It never quotes the address or the password: either may hold a
+// secret.
+func (r *RedisStore) check() error {
+	if r.Address == "" {
+		return errors.New("redis.address: required")
+	}
+	if strings.Contains(r.Address, "://") && !strings.Contains(r.Address, "{") {
+		u, err := url.Parse(r.Address)
+		if err != nil {
+			return errors.New("redis.address: not a valid URL")
+		}
+		if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+			return fmt.Errorf("redis.address: the URL scheme must be redis, rediss or unix, got %q", u.Scheme)
+		}
+	}
+	if r.DB < 0 {
+		return fmt.Errorf("redis.db: must not be negative, got %d", r.DB)
+	}
+	if err := checkRedisName(r.KeyPrefix); err != nil {
+		return fmt.Errorf("redis.key_prefix: %w", err)
+	}
+	if r.Lease != 0 && time.Duration(r.Lease) < time.Second {
+		return fmt.Errorf("redis.lease: must be at least 1s, got %s", time.Duration(r.Lease))
+	}
+	if err := checkDuration(r.Lease); err != nil {
+		return fmt.Errorf("redis.lease: %w", err)
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("redis.timeout: must not be negative, got %s", time.Duration(r.Timeout))
+	}
+	if lease, timeout := r.lease(), r.timeout(); timeout > lease/3 {
+		return fmt.Errorf("redis.timeout: %s is more than a third of the lease (%s)", timeout, lease)
+	}
+	switch r.OnError {
+	case "", onErrorLocal, onErrorRefuse:
+	default:
+		return fmt.Errorf("redis.on_error: must be %q or %q, got %q", onErrorLocal, onErrorRefuse, r.OnError)
+	}
+	return nil
+}
+
+// checkRedisName rejects names that would break the key layout.
+func checkRedisName(s string) error {
+	if i := strings.IndexAny(s, "{}: \t\r\n"); i >= 0 {
+		return fmt.Errorf("must not contain braces, colons or white space, got %q", s)
+	}
+	return nil
+}
+
+func (r *RedisStore) lease() time.Duration {
+	if r.Lease == 0 {
+		return defaultRedisLease
+	}
+	return time.Duration(r.Lease)
+}
+
+func (r *RedisStore) timeout() time.Duration {
+	if r.Timeout == 0 {
+		return defaultRedisTimeout
+	}
+	return time.Duration(r.Timeout)
+}
+
+func (r *RedisStore) onError() string {
+	if r.OnError == "" {
+		return onErrorLocal
+	}
+	return r.OnError
+}
+
+func (r *RedisStore) prefix() string {
+	if r.KeyPrefix == "" {
+		return defaultRedisPrefix
+	}
+	return r.KeyPrefix
+}
+
+// clientOption resolves placeholders and builds the client's options.
+func (r *RedisStore) clientOption() (rueidis.ClientOption, error) {
+	repl := caddy.NewReplacer()
+	addr := repl.ReplaceAll(r.Address, "")
+	var opt rueidis.ClientOption
+	if strings.Contains(addr, "://") {
+		if _, err := url.Parse(addr); err != nil {
+			return opt, errors.New("redis.address: not a valid URL")
+		}
+		o, err := rueidis.ParseURL(addr)
+		if err != nil {
+			return opt, errors.New("redis.address: not a valid redis URL (scheme, port or database number)")
+		}
+		opt = o
+	} else {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return opt, errors.New("redis.address: want host:port or a redis:// URL")
+		}
+		opt.InitAddress = []string{addr}
+	}
+	if r.Username != "" {
+		opt.Username = repl.ReplaceAll(r.Username, "")
+	}
+	if r.Password != "" {
+		opt.Password = repl.ReplaceAll(r.Password, "")
+	}
+	if r.DB != 0 {
+		opt.SelectDB = r.DB
+	}
+	if r.TLS != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: r.TLS.InsecureSkipVerify}
+		if opt.TLSConfig != nil {
+			cfg.ServerName = opt.TLSConfig.ServerName
+		}
+		if cfg.ServerName == "" {
+			if host, _, err := net.SplitHostPort(opt.InitAddress[0]); err == nil {
+				cfg.ServerName = host
+			}
+		}
+		if r.TLS.CA != "" {
+			pem, err := os.ReadFile(r.TLS.CA)
+			if err != nil {
+				return opt, fmt.Errorf("redis.tls.ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return opt, fmt.Errorf("redis.tls.ca: no PEM certificate in %s", r.TLS.CA)
+			}
+			cfg.RootCAs = pool
+		}
+		opt.TLSConfig = cfg
+	}
+	timeout := r.timeout()
+	opt.Dialer.Timeout = max(timeout, minDialTimeout)
+	opt.ConnWriteTimeout = max(timeout, minDialTimeout)
+	opt.DisableCache = true // no client-side caching: every count is read in a script
+	opt.DisableRetry = true // a timed-out script is not retried: the breaker decides
+	opt.ClientName = "caddy-sse"
+	return opt, nil
+}
+
+// fingerprint identifies r's settings, password included (hashed), so
+// handlers share a store only when their settings are the same.
+func (r *RedisStore) fingerprint() string {
+	tls := ""
+	if r.TLS != nil {
+		tls = fmt.Sprintf("%t|%s", r.TLS.InsecureSkipVerify, r.TLS.CA)
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{
+		r.Address, r.Username, r.Password, strconv.Itoa(r.DB), tls,
+		r.prefix(), r.lease().String(), r.timeout().String(), r.onError(),
+	}, "\x00")))
+	return hex.EncodeToString(sum[:8])
+}
+
+// unmarshalCaddyfile parses a redis subdirective:
+//
+//	redis <host:port>|<redis[s]://...> {
+//	    username   <name>
+//	    password   <secret>
+//	    db         <n>
+//	    tls        [insecure] [ca <file>]
+//	    key_prefix <prefix>
+//	    lease      <duration>
+//	    timeout    <duration>
+//	    on_error   local|refuse
+//	}
+func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("redis: missing address (host:port or redis://…)")
+	}
+	r.Address = d.Val()
+	if d.NextArg() {
+		return d.Errf("redis: one address expected, got an extra argument")
+	}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("redis: %s already specified", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "username":
+			v, err := oneArg(d, "redis: "+sub)
+			if err != nil {
+				return err
+			}
+			r.Username = v
+		case "password":
+			if !d.NextArg() {
+				return d.Errf("redis: password: missing value")
+			}
+			r.Password = d.Val()
+			if d.NextArg() {
+				return d.Errf("redis: password: one value expected, got an extra argument")
+			}
+		case "db":
+			v, err := oneArg(d, "redis: "+sub)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("redis: db: want a database number, got %q", v)
+			}
+			r.DB = n
+		case "tls":
+			t := new(RedisTLS)
+			for d.NextArg() {
+				switch d.Val() {
+				case "insecure":
+					t.InsecureSkipVerify = true
+				case "ca":
+					if !d.NextArg() {
+						return d.Errf("redis: tls: ca: missing file")
+					}
+					t.CA = d.Val()
+				default:
+					return d.Errf("redis: tls: want [insecure] [ca <file>], got %q", d.Val())
+				}
+			}
+			r.TLS = t
+		case "key_prefix":
+			v, err := oneArg(d, "redis: "+sub)
+			if err != nil {
+				return err
+			}
+			if err := checkRedisName(v); err != nil {
+				return d.Errf("redis: key_prefix: %v", err)
+			}
+			r.KeyPrefix = v
+		case "lease", "timeout":
+			v, err := oneArg(d, "redis: "+sub)
+			if err != nil {
+				return err
+			}
+			dur, err := parseDuration(d, "redis: "+sub, v)
+			if err != nil {
+				return err
+			}
+			if sub == "lease" {
+				if dur < time.Second {
+					return d.Errf("redis: lease: must be at least 1s, got %s", v)
+				}
+				r.Lease = caddy.Duration(dur)
+			} else {
+				if dur == 0 {
+					return d.Errf("redis: timeout: must be more than 0")
+				}
+				r.Timeout = caddy.Duration(dur)
+			}
+		case "on_error":
+			v, err := oneArg(d, "redis: "+sub)
+			if err != nil {
+				return err
+			}
+			if v != onErrorLocal && v != onErrorRefuse {
+				return d.Errf("redis: on_error: must be %q or %q, got %q", onErrorLocal, onErrorRefuse, v)
+			}
+			r.OnError = v
+		default:
+			return d.Errf("redis: unrecognized option %q", sub)
+		}
+	}
+	if err := r.check(); err != nil {
+		return d.Errf("%v", err)
+	}
+	return nil
+}
+
+// redisStores holds the Redis side of zones, by zone name and settings,
+// so a reload with the same settings keeps the leases and the connection.
+var redisStores = caddy.NewUsagePool()
+
+// redisLoads records, per config load (each has its own metrics
+// registry), the settings each zone uses, so two blocks that share a zone
+// with different Redis settings are an error.
+var redisLoads sync.Map // *prometheus.Registry → *sync.Map (zone → fingerprint)
+
+// provisionRedis attaches h to the Redis store of its zone.
+func (h *Handler) provisionRedis(ctx caddy.Context) error {
+	if h.Zone == "" || len(h.Limits) == 0 {
+		return nil
+	}
+	fp := "" // no redis
+	if h.Redis != nil {
+		if err := h.checkRedis(); err != nil {
+			return err
+		}
+		fp = h.Redis.fingerprint()
+	}
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		v, _ := redisLoads.LoadOrStore(reg, new(sync.Map))
+		if prev, loaded := v.(*sync.Map).LoadOrStore(h.Zone, fp); loaded && prev != fp {
+			return fmt.Errorf("redis: zone %q is used with other redis settings (or none) by another sse block; blocks that share a zone must share its redis settings", h.Zone)
+		}
+		h.redisLoad = reg
+	}
+	if h.Redis == nil {
+		return nil
+	}
+	opt, err := h.Redis.clientOption()
+	if err != nil {
+		return err
+	}
+	h.redisKey = "sse.redis." + h.Zone + "\x00" + fp
+	logger := h.logger
+	v, _, err := redisStores.LoadOrNew(h.redisKey, func() (caddy.Destructor, error) {
+		return newRedisStore(h.Zone, h.Redis, opt, logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	h.store = v.(*redisStore)
+	return nil
+}
+
+// checkRedis validates h's redis settings against the rest of h.
+func (h *Handler) checkRedis() error {
+	if h.Redis == nil {
+		return nil
+	}
+	if h.Zone == "" {
+		return errors.New("redis: needs a zone name (zone <name>): every instance must count into the same keys, and default zone names can differ between instances")
+	}
+	if err := checkRedisName(h.Zone); err != nil {
+		return fmt.Errorf("zone: with redis, %w", err)
+	}
+	if len(h.Limits) == 0 {
+		return errors.New("redis: has nothing to count without a limit")
+	}
+	return h.Redis.check()
+}
+
+// cleanupRedis releases h's hold on its store.
+func (h *Handler) cleanupRedis() error {
+	if h.redisLoad != nil {
+		redisLoads.Delete(h.redisLoad)
+	}
+	if h.redisKey == "" {
+		return nil
+	}
+	_, err := redisStores.Delete(h.redisKey)
+	return err
+}
