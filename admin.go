@@ -14,15 +14,18 @@
 
 package caddysse
 
+// The admin API: /sse/streams and /sse/zones, read from the registry of
+// open streams and the limit counters.
+
 import (
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -74,7 +77,7 @@ func (adminSSE) handleStreams(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}
 	}
-	return writeJSON(w, liveStreams.statuses())
+	return writeJSON(w, statuses(liveStreams))
 }
 
 // handleZones answers GET /sse/zones: {zone: {key: open streams}} for every
@@ -98,12 +101,12 @@ func (adminSSE) handleZones(w http.ResponseWriter, r *http.Request) error {
 		out[name] = zoneState{Mode: modeProcess, Keys: k}
 	}
 	redisStores.Range(func(_, v any) bool {
-		if s, ok := v.(*redisStore); ok {
-			k := keys[s.zone]
+		if s, ok := v.(*limit.Redis); ok {
+			k := keys[s.Zone()]
 			if k == nil {
 				k = map[string]int{}
 			}
-			out[s.zone] = zoneState{Mode: s.Mode(), Keys: k}
+			out[s.Zone()] = zoneState{Mode: s.Mode(), Keys: k}
 		}
 		return true
 	})
@@ -131,30 +134,30 @@ func writeJSON(w http.ResponseWriter, v any) error {
 func zoneKeys() map[string]map[string]int {
 	type named struct {
 		name string
-		z    *zone
+		z    *limit.Counters
 	}
 	var all []named
 	zones.Range(func(k, v any) bool {
 		name, _ := k.(string)
-		if z, ok := v.(*zone); ok && strings.HasPrefix(name, zonePoolPrefix) {
+		if z, ok := v.(*limit.Counters); ok && strings.HasPrefix(name, zonePoolPrefix) {
 			all = append(all, named{strings.TrimPrefix(name, zonePoolPrefix), z})
 		}
 		return true
 	})
 	out := make(map[string]map[string]int)
 	for _, n := range all {
-		counts := n.z.snapshot()
+		counts := n.z.Snapshot()
 		if len(counts) == 0 {
 			continue
 		}
 		templates := make(map[string]struct{}, 2)
 		for k := range counts {
-			id, _, _ := strings.Cut(k, "\x00")
+			id, _ := limit.SplitKey(k)
 			templates[id] = struct{}{}
 		}
 		keys := make(map[string]int, len(counts))
 		for k, c := range counts {
-			id, key, _ := strings.Cut(k, "\x00")
+			id, key := limit.SplitKey(k)
 			if len(templates) > 1 {
 				key = id + " " + key
 			}
@@ -165,100 +168,50 @@ func zoneKeys() map[string]map[string]int {
 	return out
 }
 
-// liveStreams holds every open stream of the process, whatever handler,
-// server or config it belongs to, for /sse/streams.
-var liveStreams = new(streamRegistry)
+// liveStreams is the one registry of open streams of the process,
+// whatever handler, server or config they belong to: /sse/streams lists
+// it, shutdown and drain end a handler's group of it.
+var liveStreams = new(stream.Registry)
 
-// streamRegistry is a set of open streams, split into shards so streams
-// opening and ending on many cores do not all wait for one lock, and so a
-// reader holds each lock only to copy one shard's pointers.
-type streamRegistry struct {
-	shards [registryShards]registryShard
-	next   atomic.Uint64 // numbers the streams, to spread them over shards
-}
-
-type registryShard struct {
-	mu sync.Mutex
-	m  map[*streamWriter]struct{}
-	_  [40]byte // keep shards on separate cache lines
-}
-
-// liveStream is what /sse/streams shows of a stream: set once when it
-// opens, read-only afterwards, except the counters, which are atomic.
-type liveStream struct {
-	shard      uint32
-	info       streamStatus // everything but the counters
-	bytes      atomic.Int64
-	heartbeats atomic.Int64
-}
-
-// register adds sw to the registry. It runs on the handler goroutine when
-// the stream opens, so it may read the request's variables.
-func (sw *streamWriter) register() {
+// describe returns what /sse/streams shows of sw's stream but its
+// counters: the stream's label, set once when it opens. It runs on the
+// handler goroutine, so it may read the request's variables.
+func (sw *streamWriter) describe() *streamStatus {
 	h, r := sw.h, sw.req
 	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	var zone *string
-	if len(sw.st.slots) > 0 {
+	if sw.hold != nil {
 		// counted by a limit: not so without limits, or when every key
 		// of the request was empty
-		zone = &h.zoneName
+		zone = &h.lim.zoneName
 	}
-	sw.st.live.info = streamStatus{
-		Server:   h.srvName,
+	return &streamStatus{
+		Server:   h.obs.server,
 		Host:     r.Host,
 		Method:   r.Method,
 		Path:     r.URL.Path,
 		ClientIP: clientIP,
 		Proto:    r.Proto,
-		Started:  sw.st.start.UTC().Format(startedLayout),
+		Started:  sw.start.UTC().Format(startedLayout),
 		Zone:     zone,
-		Frame:    sw.st.frame.String(),
+		Frame:    sw.frame.String(),
 	}
-	reg := liveStreams
-	sw.st.live.shard = uint32(reg.next.Add(1) % registryShards)
-	s := &reg.shards[sw.st.live.shard]
-	s.mu.Lock()
-	if s.m == nil {
-		s.m = make(map[*streamWriter]struct{})
-	}
-	s.m[sw] = struct{}{}
-	s.mu.Unlock()
 }
 
-// unregister removes sw from the registry.
-func (sw *streamWriter) unregister() {
-	s := &liveStreams.shards[sw.st.live.shard]
-	s.mu.Lock()
-	delete(s.m, sw)
-	s.mu.Unlock()
-}
-
-// statuses returns the open streams, oldest first. Each shard's lock is
-// held only while its pointers are copied.
-func (reg *streamRegistry) statuses() []streamStatus {
-	var sws []*streamWriter
-	for i := range reg.shards {
-		s := &reg.shards[i]
-		s.mu.Lock()
-		for sw := range s.m {
-			sws = append(sws, sw)
-		}
-		s.mu.Unlock()
-	}
-	slices.SortFunc(sws, func(a, b *streamWriter) int { return a.st.start.Compare(b.st.start) })
-	out := make([]streamStatus, len(sws))
-	for i, sw := range sws {
-		st := sw.st.live.info
-		st.Bytes = sw.st.live.bytes.Load()
-		st.Heartbeats = sw.st.live.heartbeats.Load()
-		out[i] = st
+// statuses returns the open streams of reg, oldest first.
+func statuses(reg *stream.Registry) []streamStatus {
+	sts := reg.Streams()
+	slices.SortFunc(sts, func(a, b *stream.Stream) int { return a.Start().Compare(b.Start()) })
+	out := make([]streamStatus, len(sts))
+	for i, st := range sts {
+		out[i] = *st.Label().(*streamStatus)
+		out[i].Bytes = st.Bytes()
+		out[i].Heartbeats = st.Heartbeats()
 	}
 	return out
 }
 
 const (
-	// registryShards is the number of shards of the stream registry.
-	registryShards = 32
 	// startedLayout is RFC 3339 in UTC with milliseconds.
 	startedLayout = "2006-01-02T15:04:05.000Z07:00"
 )

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -24,7 +25,7 @@ func BenchmarkAdminStreams(b *testing.B) {
 // only to copy its pointers.
 func BenchmarkAdminStreamsSnapshot(b *testing.B) {
 	benchAdmin(b, "/sse/streams", func(http.ResponseWriter, *http.Request) error {
-		liveStreams.statuses()
+		statuses(liveStreams)
 		return nil
 	})
 }
@@ -41,18 +42,19 @@ func benchAdmin(b *testing.B, path string, handle func(http.ResponseWriter, *htt
 		req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://tenant-%d.example/events/%d", i%100, i), nil)
 		req.Header.Set("X-Key", fmt.Sprint(i))
 		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
-		sw := &streamWriter{h: h, req: req, st: stream{h: h, start: time.Now(), frame: kindLine}}
+		sw := &streamWriter{h: h, req: req, start: time.Now(), frame: stream.FrameLine, cancel: func(error) {}}
 		if ref := h.admit(sw); ref != nil {
 			b.Fatalf("stream %d refused", i)
 		}
-		sw.register()
-		sw.st.live.bytes.Store(int64(i))
+		sw.mode = modeStream
+		sw.out.init(httptest.NewRecorder())
+		sw.st.Open(&sw.out, &h.set, stream.Options{Start: sw.start, Frame: sw.frame, Cancel: sw.cancel, Label: sw.describe()})
+		liveStreams.Add(&sw.st, h.group)
 		sws[i] = sw
 	}
 	b.Cleanup(func() {
 		for _, sw := range sws {
-			sw.unregister()
-			h.release(sw)
+			sw.finish(stream.EndUpstream)
 		}
 	})
 	req := httptest.NewRequest(http.MethodGet, path, nil)

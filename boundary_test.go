@@ -19,106 +19,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// The tracker says a stream is between events exactly when the bytes sent
-// so far are empty or end with a blank line, for CR, LF and CRLF line ends
-// and a CRLF split across writes; for the line-oriented extra types, when
-// they end at a line end.
-func TestBoundaryTracker(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		writes []string
-		state  lineState
-		cr     bool
-	}{
-		{"nothing yet", nil, atEventStart, false},
-		{"empty write", []string{""}, atEventStart, false},
-		{"mid line", []string{"data: a"}, inLine, false},
-		{"end of line", []string{"data: a\n"}, atLineStart, false},
-		{"end of event LF", []string{"data: a\n\n"}, atEventStart, false},
-		{"end of event CRLF", []string{"data: a\r\n\r\n"}, atEventStart, false},
-		{"end of event CR", []string{"data: a\r\r"}, atEventStart, true},
-		{"one CRLF is one line end", []string{"data: a\r\n"}, atLineStart, false},
-		{"LF CR is two line ends", []string{"data: a\n\r"}, atEventStart, true},
-		{"CR then LF in the next write", []string{"data: a\r", "\n"}, atLineStart, false},
-		{"CR then CRLF in the next write", []string{"data: a\r", "\r\n"}, atEventStart, false},
-		{"CRLF split, then blank line", []string{"data: a\r", "\n\r\n"}, atEventStart, false},
-		{"CR, LF, then data", []string{"data: a\r", "\ndata: b"}, inLine, false},
-		{"lone CR at end", []string{"data: a\r"}, atLineStart, true},
-		{"leading blank line", []string{"\n"}, atEventStart, false},
-		{"leading CR", []string{"\r"}, atEventStart, true},
-		{"line end after blank line", []string{"data: a\n\n", "\n"}, atEventStart, false},
-		{"event then line", []string{"data: a\n\nid: 1\n"}, atLineStart, false},
-		{"event split per byte", []string{"d", "a", ":", "\n", "\n"}, atEventStart, false},
-		{"four line ends in one write", []string{"data: a\r\n\r\n"}, atEventStart, false},
-		{"four line ends ending in CR", []string{"data: a\n\n\n\r"}, atEventStart, true},
-		{"five line ends", []string{"x\n\n\n\n\n"}, atEventStart, false},
-		{"LF completing an earlier CR, then three more", []string{"x\r", "\n\r\n\r"}, atEventStart, true},
-		{"comment line", []string{": hi\n"}, atLineStart, false},
-		{"line ends then text", []string{"\n\n\n\nx"}, inLine, false},
-		{"text between line ends", []string{"\n\nx\n"}, atLineStart, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var b boundaryTracker
-			for _, w := range tc.writes {
-				b.update([]byte(w))
-			}
-			if b.state != tc.state || b.cr != tc.cr {
-				t.Fatalf("after %q: state=%d cr=%v, want state=%d cr=%v", tc.writes, b.state, b.cr, tc.state, tc.cr)
-			}
-			if got, want := b.atBoundary(true), tc.state == atEventStart; got != want {
-				t.Errorf("atBoundary(sse) after %q = %v, want %v", tc.writes, got, want)
-			}
-			if got, want := b.atBoundary(false), tc.state != inLine; got != want {
-				t.Errorf("atBoundary(lines) after %q = %v, want %v", tc.writes, got, want)
-			}
-		})
-	}
-}
-
-// The tracker looks only at the tail of each write; whatever the writes, it
-// ends in the same state as a byte-by-byte scan of everything sent.
-func TestBoundaryTrackerMatchesFullScan(t *testing.T) {
-	rng := newPropRand(3)
-	for i := range 20000 {
-		stream := randomStream(rng)
-		var fast boundaryTracker
-		var slow naiveTracker
-		for _, w := range randomSplit(rng, stream) {
-			fast.update(w)
-			slow.scan(w)
-			if fast.state != slow.state || fast.cr != slow.cr {
-				t.Fatalf("case %d: after %q (stream %q): tracker state=%d cr=%v, full scan state=%d cr=%v",
-					i, w, stream, fast.state, fast.cr, slow.state, slow.cr)
-			}
-		}
-	}
-}
-
-// naiveTracker is the line-end state machine of WHATWG HTML 9.2.6 run on
-// every byte.
-type naiveTracker struct {
-	state lineState
-	cr    bool
-}
-
-func (n *naiveTracker) scan(p []byte) {
-	for _, c := range p {
-		switch {
-		case c == '\n' && n.cr:
-			n.cr = false
-		case c == '\n' || c == '\r':
-			if n.state == inLine {
-				n.state = atLineStart
-			} else {
-				n.state = atEventStart
-			}
-			n.cr = c == '\r'
-		default:
-			n.state, n.cr = inLine, false
-		}
-	}
-}
-
 // Named streams around the cases that break naive injectors: a beat before
 // a first event that starts with a BOM, CR-only line ends, a CRLF split
 // across writes, a lone CR then LF in the next write, and an upstream that
@@ -322,7 +222,7 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 // with nothing sent.
 func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 	t.Helper()
-	res := scriptResult{frame: h.frames[h.frameFor(false)]}
+	res := scriptResult{frame: h.set.Beats[h.frameFor(false)]}
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/events", nil)
 	var sw *streamWriter
@@ -333,14 +233,14 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		if sw, ok = w.(*streamWriter); !ok {
 			return fmt.Errorf("inner handler got a %T, want *streamWriter", w)
 		}
-		if !sw.st.beats {
+		if !sw.st.Beating() {
 			return fmt.Errorf("heartbeats are off for this stream")
 		}
 		for _, s := range script {
 			if s.beat {
-				before := sw.st.live.heartbeats.Load()
+				before := sw.st.Heartbeats()
 				fireIdleTimer(sw)
-				if sw.st.live.heartbeats.Load() > before && len(res.upstream) > 0 {
+				if sw.st.Heartbeats() > before && len(res.upstream) > 0 {
 					res.midStream++
 				}
 				continue
@@ -357,16 +257,15 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		t.Fatalf("ServeHTTP: %v", err)
 	}
 	res.client = rec.Body.Bytes()
-	res.beats = int(sw.st.live.heartbeats.Load())
-	res.bomDropped = sw.st.ownFirst && bytes.HasPrefix(res.upstream, utf8BOM)
+	res.beats = int(sw.st.Heartbeats())
+	res.bomDropped = sw.st.OwnBytesFirst() && bytes.HasPrefix(res.upstream, utf8BOM)
 	return res
 }
 
 // fireIdleTimer runs the stream's timer callback as it runs when the
 // heartbeat interval has passed with nothing sent.
 func fireIdleTimer(sw *streamWriter) {
-	sw.st.lastIO.Store(monotime() - int64(sw.st.interval) - 1)
-	sw.st.turn(monotime())
+	sw.st.Due()
 }
 
 // newPropRand returns a deterministic random source for property tests.

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -129,7 +131,7 @@ http://127.0.0.1:{{.HTTP}} {
 		return sumSeries(metrics.open) == 0
 	})
 	zones.Range(func(key, v any) bool {
-		if n := zoneEntries(v.(*zone)); n != 0 {
+		if n := zoneEntries(v.(*limit.Counters)); n != 0 {
 			t.Errorf("zone %v holds %d counters after every stream ended", key, n)
 		}
 		return true
@@ -428,19 +430,19 @@ func TestHostileKeys(t *testing.T) {
 			}
 			open = append(open, sw)
 			if len(open) == window {
-				if n := zoneEntries(h.zone); n > 2*window {
+				if n := zoneEntries(h.lim.counters); n > 2*window {
 					t.Fatalf("%d counters for %d open streams", n, window)
 				}
 				for _, sw := range open {
-					h.release(sw)
+					sw.hold.Release()
 				}
 				open = open[:0]
 			}
 		}
 		for _, sw := range open {
-			h.release(sw)
+			sw.hold.Release()
 		}
-		if n := zoneEntries(h.zone); n != 0 {
+		if n := zoneEntries(h.lim.counters); n != 0 {
 			t.Fatalf("%d counters left after every stream was released", n)
 		}
 	})
@@ -469,10 +471,10 @@ func TestHostileKeys(t *testing.T) {
 				t.Fatalf("stream %d: body %q", i, rec.Body.String())
 			}
 		}
-		if n := zoneEntries(h.zone); n != 0 {
+		if n := zoneEntries(h.lim.counters); n != 0 {
 			t.Errorf("%d counters left", n)
 		}
-		if n := h.streams.len(); n != 0 {
+		if n := h.group.Open(); n != 0 {
 			t.Errorf("%d streams still tracked", n)
 		}
 		if got := testutil.CollectAndCount(metrics.refused); got != refusedLabels {
@@ -492,12 +494,10 @@ func TestSlotsReleasedOnce(t *testing.T) {
 	h := fuzzHandler(t, `{"heartbeat": "1h", "limits": [{"max": 2}]}`)
 	newStream := func() *streamWriter {
 		req := fuzzRequest(http.MethodGet, true)
-		return &streamWriter{h: h, req: req, st: stream{h: h, cancel: func(error) {}}}
+		return &streamWriter{h: h, req: req, cancel: func(error) {}}
 	}
 	count := func() int {
-		h.zone.mu.Lock()
-		defer h.zone.mu.Unlock()
-		for _, n := range h.zone.counts {
+		for _, n := range h.lim.counters.Snapshot() {
 			if n < 0 {
 				t.Fatalf("a counter went negative: %d", n)
 			}
@@ -514,16 +514,16 @@ func TestSlotsReleasedOnce(t *testing.T) {
 	if h.admit(refused) == nil {
 		t.Fatal("a third stream was admitted at max 2")
 	}
-	refused.finish(endUpstream)
-	refused.finish(endUpstream)
-	h.release(refused)
+	refused.finish(stream.EndUpstream)
+	refused.finish(stream.EndUpstream)
+	refused.hold.Release()
 	if got := count(); got != 2 {
 		t.Fatalf("count = %d after a refused stream finished, want 2: a refusal freed a slot", got)
 	}
 
-	a.finish(endClient)
-	a.finish(endClient)
-	h.release(a)
+	a.finish(stream.EndClient)
+	a.finish(stream.EndClient)
+	a.hold.Release()
 	if got := count(); got != 1 {
 		t.Fatalf("count = %d after one of two streams finished twice, want 1", got)
 	}
@@ -535,10 +535,10 @@ func TestSlotsReleasedOnce(t *testing.T) {
 		t.Fatal("a stream was admitted over the limit: a double release freed a slot it did not hold")
 	}
 	for _, sw := range []*streamWriter{b, c, b, c, d} {
-		sw.finish(endUpstream)
-		h.release(sw)
+		sw.finish(stream.EndUpstream)
+		sw.hold.Release()
 	}
-	if n := zoneEntries(h.zone); n != 0 {
+	if n := zoneEntries(h.lim.counters); n != 0 {
 		t.Fatalf("%d counters left after every stream finished", n)
 	}
 }
@@ -587,7 +587,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := zoneEntries(h.zone); n != 0 {
+	if n := zoneEntries(h.lim.counters); n != 0 {
 		t.Errorf("%d counters left", n)
 	}
 	verifyNoNewGoroutines(t, before)

@@ -14,11 +14,19 @@
 
 package caddysse
 
+// The response-writer wrapper: the decision whether a response is a
+// stream, the repair of a stream's header, and the bytes on their way to
+// the stream.
+
 import (
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/net/http/httpguts"
@@ -38,32 +46,40 @@ const (
 // response. It decides in WriteHeader whether the response is a stream,
 // admits it against the limits, repairs its header and opens its stream;
 // then it passes the stream's bytes to the stream, and every other
-// response's bytes straight through.
+// response's bytes straight through. The stream owns its life (st); the
+// writer only wraps bytes and remembers what ServeHTTP needs to finish
+// the request.
 //
 // Lock story: none of its own. Its fields are used only on the goroutine of
 // the handlers inside sse (net/http does not allow concurrent use of a
 // ResponseWriter) and by ServeHTTP's teardown on the same goroutine, after
-// they return. Everything other goroutines touch lives in st, under st's
-// own lock story (stream.go).
+// they return. Everything other goroutines touch lives in st, under the
+// stream's own lock story (internal/stream).
 type streamWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 
 	h          *Handler
 	req        *http.Request
-	eventSrc   bool // GET whose Accept lists text/event-stream
-	mode       mode
-	status     int
-	refusal    *refusal // why a limit refused the stream, in modeRefused
-	admitted   bool     // admission done (st.slots may still be empty without limits)
+	eventSrc   bool           // GET whose Accept lists text/event-stream
+	frame      stream.Frame   // how heartbeats and retry fields are framed for this client
+	start      time.Time      // when ServeHTTP began
+	cancel     func(error)    // ends the request seen by the inner handlers
+	mode       mode           //
+	status     int            // the final status, once decided
+	refusal    *limit.Refusal // why a limit refused the stream, in modeRefused
+	admitted   bool           // admission done (hold may still be nil: nothing counted it)
+	hold       *limit.Hold    // the stream's place in the limit counters, nil if none
 	finishOnce sync.Once
 
-	// st is the stream this response becomes, if it does: its state lives
-	// in the same allocation as the writer.
-	st stream
-
 	// ownHeader is the response header as sse received it, when the
-	// request may be refused late (refusal.go); set before next runs
+	// request may be refused late (answer.go); set before next runs
 	ownHeader http.Header
+
+	// out is the writer chain beneath sse, as the stream writes to it; st
+	// is the stream the response becomes, if it does. Both live in the
+	// same allocation as the writer.
+	out chain
+	st  stream.Stream
 }
 
 // WriteHeader decides, once, whether the response is a stream and, if so,
@@ -90,23 +106,17 @@ func (sw *streamWriter) WriteHeader(status int) {
 			sw.mode = modeRefused
 			sw.refusal = refusal
 			sw.resetHeader()
-			sw.st.cancel(errStreamLimit)
+			sw.cancel(errStreamLimit)
 			return
 		}
 	}
 	sw.mode = modeStream
-	st := &sw.st
-	st.sse = kind == eventStream
-	st.encoded = isEncoded(hdr)
-	st.beats = st.sse && sw.h.heartbeat > 0 && status == http.StatusOK &&
-		sw.req.Method != http.MethodHead && !st.encoded
-	if st.sse && !st.beats && st.encoded {
-		sw.h.noteEncodedStream()
-	}
+	opt := sw.h.streamOptions(sw, kind == eventStream, status, hdr) // heartbeat.go
 	repairHeader(hdr)
 	sw.ResponseWriter.WriteHeader(status)
-	st.open(sw.ResponseWriter, monotime())
-	sw.register()
+	sw.out.init(sw.ResponseWriter)
+	sw.st.Open(&sw.out, &sw.h.set, opt)
+	liveStreams.Add(&sw.st, sw.h.group)
 }
 
 // Write passes p through: to the stream, which flushes it, on a stream;
@@ -121,13 +131,14 @@ func (sw *streamWriter) Write(p []byte) (int, error) {
 	case modeRefused:
 		return 0, errStreamLimit
 	}
-	return sw.st.write(p)
+	return sw.st.Write(p)
 }
 
 // FlushError flushes the response. Stream writes are flushed as they are
-// written, so a flush asked by the inner handler has nothing left to do.
-// A flush before WriteHeader commits the header with status 200, as
-// net/http does, so the response is classified first.
+// written, so a flush asked by the inner handler (reverse_proxy asks after
+// every write of an event stream) has nothing left to do and costs no pass
+// through the chain. A flush before WriteHeader commits the header with
+// status 200, as net/http does, so the response is classified first.
 func (sw *streamWriter) FlushError() error {
 	if sw.mode == modeUndecided {
 		sw.WriteHeader(http.StatusOK)
@@ -317,18 +328,6 @@ func stripHopByHop(hdr http.Header) {
 	if te := hdr["Te"]; len(te) > 0 && !(len(te) == 1 && strings.EqualFold(strings.TrimSpace(te[0]), "trailers")) {
 		delete(hdr, "Te")
 	}
-}
-
-// clearRepresentation removes what the refused response's producer set
-// about its body, so the error response that replaces it does not carry it.
-func clearRepresentation(hdr http.Header) {
-	for _, name := range [...]string{
-		"Content-Type", "Content-Length", "Content-Encoding", "Content-Language",
-		"Cache-Control", "Etag", "Last-Modified", "X-Accel-Buffering", "Incremental",
-	} {
-		delete(hdr, name)
-	}
-	stripHopByHop(hdr)
 }
 
 // Interface guards

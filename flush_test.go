@@ -149,7 +149,7 @@ func TestHeadOfEventStream(t *testing.T) {
 					w.Header().Set("Content-Type", "text/event-stream")
 					w.Header().Set("Content-Length", "0")
 					w.WriteHeader(http.StatusOK)
-					beats = w.(*streamWriter).st.beats
+					beats = w.(*streamWriter).st.Beating()
 				})
 			if beats != tc.wantBeats {
 				t.Errorf("%s: heartbeats on = %v, want %v", tc.method, beats, tc.wantBeats)

@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -29,15 +30,15 @@ import (
 // them: method and Accept.
 var frameClients = []struct {
 	name, method, accept string
-	auto                 frameKind // the frame heartbeat_frame auto gives it
+	auto                 stream.Frame // the frame heartbeat_frame auto gives it
 }{
-	{"EventSource (browsers, eventsource)", http.MethodGet, "text/event-stream", kindLine},
-	{"@microsoft/fetch-event-source", http.MethodPost, "text/event-stream", kindLine},
-	{"openai", http.MethodPost, "application/json", kindBlock},
-	{"@google/genai", http.MethodPost, "*/*", kindBlock},
-	{"@anthropic-ai/sdk", http.MethodPost, "application/json", kindBlock},
-	{"no Accept", http.MethodGet, "", kindBlock},
-	{"Accept lists it among others", http.MethodPost, "application/json, text/event-stream", kindLine},
+	{"EventSource (browsers, eventsource)", http.MethodGet, "text/event-stream", stream.FrameLine},
+	{"@microsoft/fetch-event-source", http.MethodPost, "text/event-stream", stream.FrameLine},
+	{"openai", http.MethodPost, "application/json", stream.FrameBlock},
+	{"@google/genai", http.MethodPost, "*/*", stream.FrameBlock},
+	{"@anthropic-ai/sdk", http.MethodPost, "application/json", stream.FrameBlock},
+	{"no Accept", http.MethodGet, "", stream.FrameBlock},
+	{"Accept lists it among others", http.MethodPost, "application/json, text/event-stream", stream.FrameLine},
 }
 
 // With heartbeat_frame auto (the default), a client whose Accept lists
@@ -48,12 +49,12 @@ var frameClients = []struct {
 func TestHeartbeatFramePerClient(t *testing.T) {
 	for _, cfg := range []struct {
 		name, json string
-		force      *frameKind
+		force      *stream.Frame
 	}{
 		{"default", `{"heartbeat": "1h"}`, nil},
 		{"auto", `{"heartbeat": "1h", "heartbeat_frame": "auto"}`, nil},
-		{"block", `{"heartbeat": "1h", "heartbeat_frame": "block"}`, ptr(kindBlock)},
-		{"line", `{"heartbeat": "1h", "heartbeat_frame": "line"}`, ptr(kindLine)},
+		{"block", `{"heartbeat": "1h", "heartbeat_frame": "block"}`, ptr(stream.FrameBlock)},
+		{"line", `{"heartbeat": "1h", "heartbeat_frame": "line"}`, ptr(stream.FrameLine)},
 	} {
 		h := fuzzHandler(t, cfg.json)
 		for _, c := range frameClients {
@@ -63,7 +64,7 @@ func TestHeartbeatFramePerClient(t *testing.T) {
 					want = *cfg.force
 				}
 				wantBody := "data: a\n\n: heartbeat\n"
-				if want == kindBlock {
+				if want == stream.FrameBlock {
 					wantBody += "\n"
 				}
 				req := httptest.NewRequest(c.method, "http://example.test/", nil)
@@ -80,16 +81,14 @@ func TestHeartbeatFramePerClient(t *testing.T) {
 						return err
 					}
 					fireIdleTimer(sw)
-					sw.st.mu.Lock()
-					sw.st.endLocked(endDrain)
-					sw.st.mu.Unlock()
+					sw.st.End(stream.EndDrain)
 					return nil
 				})
 				if err != nil {
 					t.Fatal(err)
 				}
 				body := rec.Body.String()
-				re := regexp.MustCompile(`^` + regexp.QuoteMeta(wantBody) + `retry: \d+\n` + map[frameKind]string{kindBlock: `\n`, kindLine: ``}[want] + `$`)
+				re := regexp.MustCompile(`^` + regexp.QuoteMeta(wantBody) + `retry: \d+\n` + map[stream.Frame]string{stream.FrameBlock: `\n`, stream.FrameLine: ``}[want] + `$`)
 				if !re.MatchString(body) {
 					t.Errorf("%s %q: body %q, want the %s frame for the heartbeat and the retry field (%s)", c.method, c.accept, body, want, re)
 				}

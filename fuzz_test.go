@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -235,16 +236,16 @@ func FuzzStreamWriter(f *testing.F) {
 		if sw == nil {
 			return // refused before the inner handler ran
 		}
-		if h.sched.scheduled(&sw.st) {
+		if h.set.Sched.Scheduled(&sw.st) {
 			t.Fatal("the stream was still scheduled after ServeHTTP returned")
 		}
 		if n := rec.late.Load(); n != 0 {
 			t.Fatalf("%d writes reached the client after ServeHTTP returned", n)
 		}
-		if n := zoneEntries(h.zone); n != 0 {
+		if n := zoneEntries(h.lim.counters); n != 0 {
 			t.Fatalf("%d limit counters left after every stream ended", n)
 		}
-		if n := h.streams.len(); n != 0 {
+		if n := h.group.Open(); n != 0 {
 			t.Fatalf("the handler still tracks %d streams", n)
 		}
 		if got := sumSeries(metrics.open); got != openBefore {
@@ -331,13 +332,11 @@ func fuzzRequest(method string, eventSource bool) *http.Request {
 }
 
 // zoneEntries is the number of counters z holds.
-func zoneEntries(z *zone) int {
+func zoneEntries(z *limit.Counters) int {
 	if z == nil {
 		return 0
 	}
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return len(z.counts)
+	return len(z.Snapshot())
 }
 
 // guardedRecorder is a ResponseRecorder safe for the heartbeat goroutine,

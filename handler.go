@@ -14,14 +14,17 @@
 
 package caddysse
 
+// ServeHTTP: how one request goes through sse, from classifying it to
+// finishing it.
+
 import (
 	"context"
-	"errors"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 )
 
 // ServeHTTP wraps the response of the handlers inside sse. It admits
@@ -44,31 +47,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h:                     h,
 		req:                   r,
 		eventSrc:              eventSrc,
-		st: stream{
-			h:      h,
-			cancel: cancel,
-			start:  time.Now(),
-			frame:  h.frameFor(acceptsSSE),
-		},
+		frame:                 h.frameFor(acceptsSSE),
+		start:                 time.Now(),
+		cancel:                cancel,
 	}
 	if h.mayRefuseLate(eventSrc) {
 		sw.noteHeader()
 	}
 
-	if eventSrc && h.zone != nil {
+	if eventSrc && h.lim.store != nil {
 		if ref := h.admit(sw); ref != nil {
-			sw.finish(endUpstream) // nothing to release; never a stream
+			sw.finish(stream.EndUpstream) // nothing to release; never a stream
 			return h.refuse(w, sw, ref)
 		}
 	}
 
-	why := endUpstream
+	why := stream.EndUpstream
 	defer func() {
 		if rec := recover(); rec != nil {
 			// reverse_proxy panics with ErrAbortHandler when a write to
 			// the client fails; it does so too when sse ended or refused
 			// the stream on purpose, and then the response ends cleanly
-			if rec == http.ErrAbortHandler && (sw.st.endedOnPurpose() || sw.mode == modeRefused) {
+			if rec == http.ErrAbortHandler && (sw.st.EndedOnPurpose() || sw.mode == modeRefused) {
 				err = h.afterNext(sw, nil, &why)
 				sw.finish(why)
 				return
@@ -88,56 +88,53 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // afterNext turns what the inner handlers returned into this handler's
 // result, and works out why the stream ended.
-func (h *Handler) afterNext(sw *streamWriter, err error, why *endReason) error {
+func (h *Handler) afterNext(sw *streamWriter, err error, why *stream.EndReason) error {
 	if sw.mode == modeRefused {
 		return h.refuse(sw.ResponseWriter, sw, sw.refusal)
 	}
 	if err != nil {
 		*why = sw.failureReason()
 		if sw.mode == modeUndecided && sw.eventSrc && !h.PassUpstreamErrors && isUpstreamFailure(err) {
-			// nothing was written yet: tell the EventSource to come back
-			// instead of letting a 502/503/504 kill it for good
-			h.m.refusedUpstream.Inc()
-			h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
-			sw.logRefusedByUpstream(err)
-			sw.resetHeader()
-			h.writeRetryAnswer(sw.ResponseWriter, sw.st.frame)
+			h.answerUpstreamFailure(sw, err) // answer.go
 			return nil
 		}
 		return err
 	}
 	if sw.clientGone() {
-		*why = endClient
+		*why = stream.EndClient
 	}
 	return nil
+}
+
+// finish ends the request's part in sse, however it ended: it closes the
+// stream, so nothing is written after ServeHTTP returns, releases the limit
+// hold, and records the ending. It runs once, for every request, stream or
+// not.
+func (sw *streamWriter) finish(why stream.EndReason) {
+	sw.finishOnce.Do(func() {
+		why = sw.st.Close(why)
+		sw.hold.Release()
+		if sw.mode != modeStream {
+			return
+		}
+		liveStreams.Remove(&sw.st)
+		sw.h.obs.streamEnded(sw, why) // metrics.go, logfields.go
+	})
 }
 
 // clientGone reports whether the client went away: a write to it failed or
 // its request was canceled.
 func (sw *streamWriter) clientGone() bool {
-	return sw.st.writeErrSeen() || sw.req.Context().Err() != nil
+	return sw.st.WriteFailed() || sw.req.Context().Err() != nil
 }
 
 // failureReason is why a stream whose handler failed ended: the client
 // left, or something else went wrong.
-func (sw *streamWriter) failureReason() endReason {
+func (sw *streamWriter) failureReason() stream.EndReason {
 	if sw.clientGone() {
-		return endClient
+		return stream.EndClient
 	}
-	return endError
-}
-
-// isUpstreamFailure reports whether err is a 502, 503 or 504 handler error.
-func isUpstreamFailure(err error) bool {
-	var he caddyhttp.HandlerError
-	if !errors.As(err, &he) {
-		return false
-	}
-	switch he.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	return false
+	return stream.EndError
 }
 
 // isEventSourceRequest reports whether r looks like a browser EventSource:
@@ -150,9 +147,7 @@ func isEventSourceRequest(r *http.Request) bool {
 // acceptsEventStream reports whether r's Accept lists text/event-stream.
 func acceptsEventStream(r *http.Request) bool {
 	for _, v := range r.Header["Accept"] {
-		for len(v) > 0 {
-			var item string
-			item, v = cutComma(v)
+		for item := range strings.SplitSeq(v, ",") {
 			if isEventStream(item) {
 				return true
 			}
@@ -161,19 +156,10 @@ func acceptsEventStream(r *http.Request) bool {
 	return false
 }
 
-func cutComma(v string) (string, string) {
-	for i := 0; i < len(v); i++ {
-		if v[i] == ',' {
-			return v[:i], v[i+1:]
-		}
-	}
-	return v, ""
-}
-
 // noteEncodedStream logs, once per handler, that an upstream compressed an
 // event stream itself, so sse cannot add heartbeats to it.
 func (h *Handler) noteEncodedStream() {
-	h.loggedCoded.Do(func() {
+	h.obs.loggedCoded.Do(func() {
 		h.logger.Info("upstream sent a compressed event stream; it gets no heartbeats, because nothing can be inserted between its events. " +
 			"Fix: make the upstream not compress text/event-stream (for fetch/POST clients, send it Accept-Encoding identity with request_header Accept-Encoding identity), " +
 			"and let Caddy's encode skip it")

@@ -14,157 +14,66 @@
 
 package caddysse
 
+// The heartbeats as the adapter sees them: the settings the handler's
+// streams share, and what one stream gets: whether it beats, and the frame
+// its client needs.
+
 import (
-	"math"
-	"math/rand/v2"
-	"strconv"
+	"net/http"
 	"time"
+
+	"github.com/caddy-sse/caddy-sse/internal/stream"
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap/zapcore"
 )
 
-// A stream's turn comes from its handler's scheduler (scheduler.go) when
-// its next heartbeat or end is due. Writes only store a timestamp; turn
-// works out what is really due from the timestamps, does it if the stream
-// is at an event boundary, and tells the scheduler when to come back. It
-// never waits behind a write in progress: it skips that round.
-
-// turn does what is due for the stream at monotonic time now, and returns
-// when its next turn is due, or 0 if nothing is (a closed stream, or one
-// with no heartbeats and no end to wait for until scheduleEnd).
-func (st *stream) turn(now int64) int64 {
-	if !st.mu.TryLock() {
-		// a write is in progress, perhaps blocked on a slow client, or the
-		// stream is closing: that write updates lastIO itself
-		return now + int64(skipRetry)
+// provisionStreams resolves the settings h's streams share: heartbeat
+// interval and bytes, ends, and the scheduler, whose granule follows the
+// shortest of them.
+func (h *Handler) provisionStreams() {
+	set := &h.set
+	set.Heartbeat = defaultHeartbeat
+	if h.Heartbeat != nil {
+		set.Heartbeat = time.Duration(*h.Heartbeat)
 	}
-	defer st.mu.Unlock()
-	if st.closed || st.ended != "" {
-		return 0
+	set.Beats = stream.NewBeats(h.HeartbeatText)
+	set.Retry = defaultRetry
+	if h.Retry != nil {
+		set.Retry = time.Duration(*h.Retry)
 	}
-	if st.pendingEnd == "" {
-		if why := st.dueEnd(now); why != "" {
-			st.pendingEnd, st.pendingAt = why, now
+	set.MaxDuration = time.Duration(h.MaxDuration)
+	set.IdleTimeout = time.Duration(h.IdleTimeout)
+	shortest := set.Heartbeat
+	for _, d := range []caddy.Duration{h.IdleTimeout, h.MaxDuration, h.DrainOnReload} {
+		if d > 0 && (shortest <= 0 || time.Duration(d) < shortest) {
+			shortest = time.Duration(d)
 		}
 	}
-	if st.pendingEnd != "" {
-		// end between events; a stream stuck mid-event ends anyway once
-		// it has had maxEventWait to finish the event
-		if st.boundary.atBoundary(st.sse) || now-st.pendingAt >= int64(maxEventWait) {
-			st.endLocked(st.pendingEnd)
-			return 0
-		}
-	}
-	if st.beats && now-st.lastIO.Load() >= int64(st.interval) && st.boundary.atBoundary(true) {
-		st.beatLocked()
-	}
-	return st.nextDue(now)
+	set.Sched = stream.NewScheduler(stream.GranuleFor(shortest))
+	set.Obs = h.obs.m
 }
 
-// beatLocked writes a heartbeat comment. st.mu must be held and the stream
-// must be at an event boundary.
-func (st *stream) beatLocked() {
-	if !st.upstreamed {
-		st.ownFirst = true
+// streamOptions says what the stream of sw's response is: text/event-stream
+// or an extra type (sse), whether it beats, and how it is framed.
+// Heartbeats go only into a 200 text/event-stream body that can take them:
+// not HEAD, and not a body the upstream compressed itself.
+func (h *Handler) streamOptions(sw *streamWriter, sse bool, status int, hdr http.Header) stream.Options {
+	encoded := isEncoded(hdr)
+	beats := sse && h.set.Heartbeat > 0 && status == http.StatusOK &&
+		sw.req.Method != http.MethodHead && !encoded
+	if sse && !beats && encoded {
+		h.noteEncodedStream()
 	}
-	if _, err := st.writeLocked(st.h.frames[st.frame]); err != nil {
-		return
+	return stream.Options{
+		SSE:     sse,
+		Encoded: encoded,
+		Beats:   beats,
+		Frame:   sw.frame,
+		Start:   sw.start,
+		Scan:    h.logger.Core().Enabled(zapcore.DebugLevel),
+		Cancel:  sw.cancel,
+		Label:   sw.describe(),
 	}
-	// a comment line adds nothing to an event: the stream is still
-	// between events, whichever frame was written
-	st.boundary = boundaryTracker{}
-	st.live.heartbeats.Add(1)
-	st.h.m.heartbeats.Inc()
-}
-
-// dueEnd returns why the stream should end now, or "".
-func (st *stream) dueEnd(now int64) endReason {
-	if at := st.endAt.Load(); at != 0 && now >= at {
-		return st.endWhy.Load().(endReason)
-	}
-	if st.maxEnd != 0 && now >= st.maxEnd {
-		return endMaxDuration
-	}
-	if idle := int64(st.h.IdleTimeout); idle > 0 && now-st.lastUp.Load() >= idle {
-		return endIdleTimeout
-	}
-	return ""
-}
-
-// nextDue returns when the next thing after now is due, or 0 if nothing
-// is: the scheduler then waits for scheduleEnd. st.mu must be held (it
-// reads pendingEnd).
-func (st *stream) nextDue(now int64) int64 {
-	next := int64(math.MaxInt64)
-	at := func(t int64) {
-		if t < next {
-			next = t
-		}
-	}
-	if st.beats {
-		due := st.lastIO.Load() + int64(st.interval)
-		if due <= now {
-			due = now + int64(st.interval) // mid-event: look again later
-		}
-		at(due)
-	}
-	if t := st.endAt.Load(); t != 0 {
-		at(t)
-	}
-	if st.maxEnd != 0 {
-		at(st.maxEnd)
-	}
-	if idle := int64(st.h.IdleTimeout); idle > 0 {
-		at(st.lastUp.Load() + idle)
-	}
-	if st.pendingEnd != "" {
-		// Write ends the stream at the next boundary; the turn only
-		// enforces the bound
-		at(st.pendingAt + int64(maxEventWait))
-	}
-	if next == math.MaxInt64 {
-		return 0
-	}
-	return next
-}
-
-// scheduleEnd asks the stream to end at, or after, monotonic time at, for
-// the reason why (shutdown, drain). Safe from any goroutine.
-func (st *stream) scheduleEnd(why endReason, at int64) {
-	s := st.h.sched
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st.done.Load() {
-		return
-	}
-	if cur := st.endAt.Load(); cur != 0 && cur <= at {
-		return
-	}
-	st.endWhy.Store(why)
-	st.endAt.Store(at)
-	switch st.where {
-	case inQueue, running:
-		// its turn is now, and the scheduler puts it back no later than at
-	case inWheel:
-		if at < st.wtick*s.granule {
-			s.scheduleLocked(st, at)
-		}
-	default:
-		s.scheduleLocked(st, at)
-	}
-}
-
-// frameKind is how one stream's heartbeats and retry fields are framed.
-type frameKind uint8
-
-const (
-	kindBlock frameKind = iota // ": <text>\n\n": a comment, then a blank line
-	kindLine                   // ": <text>\n": a comment line alone
-)
-
-func (k frameKind) String() string {
-	if k == kindLine {
-		return frameLine
-	}
-	return frameBlock
 }
 
 // frameFor picks the frame of a request's heartbeats and retry fields.
@@ -178,75 +87,30 @@ func (k frameKind) String() string {
 // @google/genai splits the body at blank lines and keeps only blocks that
 // start with "data:", so a comment line glued to the next event would drop
 // that event (DESIGN.md, section 8).
-func (h *Handler) frameFor(acceptsSSE bool) frameKind {
+func (h *Handler) frameFor(acceptsSSE bool) stream.Frame {
 	switch h.HeartbeatFrame {
 	case frameLine:
-		return kindLine
+		return stream.FrameLine
 	case frameBlock:
-		return kindBlock
+		return stream.FrameBlock
 	}
 	if acceptsSSE {
-		return kindLine
+		return stream.FrameLine
 	}
-	return kindBlock
+	return stream.FrameBlock
 }
 
-// retryField returns a "retry:" field with the handler's reconnection time,
-// jittered up to 50 % above it, framed like the stream's heartbeats.
-func (h *Handler) retryField(k frameKind) []byte {
-	b := make([]byte, 0, 24)
-	b = append(b, "retry: "...)
-	b = strconv.AppendInt(b, h.retryHint().Milliseconds(), 10)
-	b = append(b, '\n')
-	if k == kindBlock {
-		b = append(b, '\n')
-	}
-	return b
-}
+// retryField returns a "retry:" field with h's reconnection time, jittered,
+// framed as f.
+func (h *Handler) retryField(f stream.Frame) []byte { return stream.RetryField(h.set.Retry, f) }
 
-// retryHint is Retry with jitter, so clients told to come back together do
-// not all come back at once.
-func (h *Handler) retryHint() time.Duration {
-	return jitterUp(h.retry, 0.5)
-}
-
-// jitterDown returns d scaled by a random factor in [1-spread, 1].
-func jitterDown(d time.Duration, spread float64) time.Duration {
-	return time.Duration(float64(d) * (1 - spread*rand.Float64()))
-}
-
-// jitterUp returns d scaled by a random factor in [1, 1+spread].
-func jitterUp(d time.Duration, spread float64) time.Duration {
-	return time.Duration(float64(d) * (1 + spread*rand.Float64()))
-}
-
-// monotime is a monotonic clock reading in nanoseconds, cheap to store in
-// an atomic.
-func monotime() int64 { return int64(time.Since(epoch)) }
-
-var epoch = time.Now()
-
-// endReason says why a stream ended; the values are the metric labels.
-type endReason string
-
+// Defaults of the heartbeat and retry settings.
 const (
-	endClient      endReason = "client"
-	endUpstream    endReason = "upstream"
-	endMaxDuration endReason = "max_duration"
-	endIdleTimeout endReason = "idle_timeout"
-	endShutdown    endReason = "shutdown"
-	endDrain       endReason = "drain"
-	endError       endReason = "error"
-)
+	defaultHeartbeat     = 15 * time.Second
+	defaultHeartbeatText = "heartbeat"
+	defaultRetry         = 3 * time.Second
 
-const (
-	// heartbeatSpread: each stream beats after 80-100 % of the interval.
-	heartbeatSpread = 0.2
-	// maxDurationSpread: each stream's max_duration is 80-100 % of it.
-	maxDurationSpread = 0.2
-	// maxEventWait bounds how long an end waits for an event to finish.
-	maxEventWait = 2 * time.Second
-	// skipRetry is how soon a stream's turn comes again after it was
-	// skipped because a write was in progress.
-	skipRetry = 250 * time.Millisecond
+	frameAuto  = "auto"
+	frameBlock = "block"
+	frameLine  = "line"
 )

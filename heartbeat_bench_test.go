@@ -51,8 +51,8 @@ func BenchmarkWrite(b *testing.B) {
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 				w.Header().Set("Content-Type", "text/event-stream")
 				w.WriteHeader(http.StatusOK)
-				if sw := w.(*streamWriter); sw.mode != modeStream || sw.st.beats != (bc.heartbeat > 0) {
-					b.Fatalf("mode %d, beats %v: not the stream being measured", sw.mode, sw.st.beats)
+				if sw := w.(*streamWriter); sw.mode != modeStream || sw.st.Beating() != (bc.heartbeat > 0) {
+					b.Fatalf("mode %d, beats %v: not the stream being measured", sw.mode, sw.st.Beating())
 				}
 				w.Write(benchEvent) // the first write records first-byte metrics
 				b.SetBytes(int64(len(benchEvent)))
@@ -89,15 +89,14 @@ func BenchmarkBeat(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(benchEvent)
 		st := &w.(*streamWriter).st
-		before := st.live.heartbeats.Load()
+		before := st.Heartbeats()
 		b.ReportAllocs()
 		b.ResetTimer()
 		for range b.N {
-			st.lastIO.Store(monotime() - int64(st.interval) - 1)
-			h.sched.schedule(st, st.turn(monotime()))
+			st.Due()
 		}
 		b.StopTimer()
-		if got := st.live.heartbeats.Load() - before; got != int64(b.N) {
+		if got := st.Heartbeats() - before; got != int64(b.N) {
 			b.Fatalf("%d heartbeats in %d turns", got, b.N)
 		}
 		return nil
@@ -126,8 +125,8 @@ func TestWriteDoesNotAllocate(t *testing.T) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(http.StatusOK)
 			w.Write(benchEvent)
-			if sw := w.(*streamWriter); (sw.st.scanner != nil) != tc.debug {
-				t.Fatalf("debug %v: event scanner %v", tc.debug, sw.st.scanner)
+			if sw := w.(*streamWriter); (sw.st.Scanner() != nil) != tc.debug {
+				t.Fatalf("debug %v: event scanner %v", tc.debug, sw.st.Scanner())
 			}
 			if allocs := testing.AllocsPerRun(1000, func() { w.Write(benchEvent) }); allocs != 0 {
 				t.Errorf("heartbeat %v, debug %v: %v allocations per Write, want 0", heartbeat, tc.debug, allocs)
@@ -162,13 +161,12 @@ func TestBeatDoesNotAllocate(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(benchEvent)
 		st := &w.(*streamWriter).st
-		before := st.live.heartbeats.Load()
+		before := st.Heartbeats()
 		allocs := testing.AllocsPerRun(1000, func() {
-			st.lastIO.Store(monotime() - int64(st.interval) - 1)
-			h.sched.schedule(st, st.turn(monotime()))
+			st.Due()
 		})
-		if st.live.heartbeats.Load()-before < 1000 {
-			t.Fatalf("%d heartbeats in 1000 turns: the turn did not beat", st.live.heartbeats.Load()-before)
+		if st.Heartbeats()-before < 1000 {
+			t.Fatalf("%d heartbeats in 1000 turns: the turn did not beat", st.Heartbeats()-before)
 		}
 		if allocs != 0 {
 			t.Errorf("%v allocations per heartbeat, want 0", allocs)

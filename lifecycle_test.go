@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -308,7 +309,7 @@ https://localhost:{{.HTTPS}} {
 
 // When max_duration falls while an event is half written, the stream ends
 // right after that event is finished, not in the middle of it; if the event
-// is never finished, the stream ends anyway once it has waited maxEventWait
+// is never finished, the stream ends anyway once it has waited stream.MaxEventWait
 // (2s), without a retry field in the middle of the event.
 func TestMaxDurationMidEvent(t *testing.T) {
 	const maxDur = 2 * time.Second
@@ -369,8 +370,8 @@ http://127.0.0.1:{{.HTTP}} {
 		{
 			name: "event never finishes",
 			path: "/never",
-			min:  maxDur*8/10 + maxEventWait,
-			max:  maxDur + maxEventWait + 2*time.Second,
+			min:  maxDur*8/10 + stream.MaxEventWait,
+			max:  maxDur + stream.MaxEventWait + 2*time.Second,
 			check: func(t *testing.T, body string) {
 				if body != "id: 1\ndata: begin" {
 					t.Errorf("body = %q, want the unfinished event and no retry field inside it", body)

@@ -41,7 +41,7 @@ func TestLimitEmptyKeyNotCounted(t *testing.T) {
 			var second string
 			var held map[string]int
 			rec, err := limServe(h, newReq(), func(w http.ResponseWriter, r *http.Request) error {
-				held = limCounts(h.zone)
+				held = limCounts(h.lim.counters)
 				// the first stream is open: a second one arrives
 				rec2, err := limServe(h, newReq(), limStreamNext)
 				if err != nil {
@@ -62,7 +62,7 @@ func TestLimitEmptyKeyNotCounted(t *testing.T) {
 			case tc.wantCounted != "" && (len(held) != 1 || !strings.HasSuffix(limOnlyKey(held), "\x00"+tc.wantCounted)):
 				t.Errorf("counters while the first stream was open = %v, want one for %q", held, tc.wantCounted)
 			}
-			if n := limTotal(h.zone); n != 0 {
+			if n := limTotal(h.lim.counters); n != 0 {
 				t.Errorf("%d streams still counted after both ended", n)
 			}
 		})

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +27,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -390,7 +391,7 @@ func TestLimitSlotReleasedByHandler(t *testing.T) {
 							return err
 						}
 					}
-					held = limTotal(h.zone)
+					held = limTotal(h.lim.counters)
 					if tc.clientGone {
 						clientGone()
 						<-r.Context().Done()
@@ -410,7 +411,7 @@ func TestLimitSlotReleasedByHandler(t *testing.T) {
 			if held != 1 {
 				t.Fatalf("counters held %d streams while the stream was open, want 1", held)
 			}
-			if counts := limCounts(h.zone); len(counts) != 0 {
+			if counts := limCounts(h.lim.counters); len(counts) != 0 {
 				t.Errorf("counters after the stream = %v, want none", counts)
 			}
 		})
@@ -566,7 +567,7 @@ func TestLimitForgetsKeys(t *testing.T) {
 		rec, err := limServe(h, req, func(w http.ResponseWriter, r *http.Request) error {
 			err := limStreamNext(w, r)
 			if i%10_000 == 0 {
-				held = limCounts(h.zone)
+				held = limCounts(h.lim.counters)
 			}
 			return err
 		})
@@ -579,43 +580,8 @@ func TestLimitForgetsKeys(t *testing.T) {
 			}
 		}
 	}
-	if counts := limCounts(h.zone); len(counts) != 0 {
+	if counts := limCounts(h.lim.counters); len(counts) != 0 {
 		t.Errorf("%d counters left after every stream ended, want 0", len(counts))
-	}
-}
-
-// Keys longer than 128 bytes are stored hashed, so a client cannot make the
-// counters hold large strings; distinct long keys stay distinct. Issue 4.
-func TestBoundKey(t *testing.T) {
-	long := strings.Repeat("a", 129)
-	for _, tc := range []struct {
-		name, key string
-		hashed    bool
-	}{
-		{"empty", "", false},
-		{"short", "example.com", false},
-		{"128 bytes", strings.Repeat("a", 128), false},
-		{"129 bytes", long, true},
-		{"10 KB", strings.Repeat("x", 10<<10), true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := boundKey(tc.key)
-			if !tc.hashed {
-				if got != tc.key {
-					t.Errorf("boundKey(%d bytes) = %q, want the key unchanged", len(tc.key), got)
-				}
-				return
-			}
-			if len(got) > maxKeyLen || !strings.HasPrefix(got, "sha256:") {
-				t.Errorf("boundKey(%d bytes) = %q, want a sha256 of at most %d bytes", len(tc.key), got, maxKeyLen)
-			}
-			if boundKey(tc.key) != got {
-				t.Error("boundKey is not deterministic")
-			}
-		})
-	}
-	if boundKey(long) == boundKey(long[:128]+"b") {
-		t.Error("two long keys that differ hash the same")
 	}
 }
 
@@ -634,7 +600,7 @@ func TestLimitLongHostHashed(t *testing.T) {
 	var held map[string]int
 	var second *httptest.ResponseRecorder
 	_, err := limServe(h, newReq(), func(w http.ResponseWriter, r *http.Request) error {
-		held = limCounts(h.zone)
+		held = limCounts(h.lim.counters)
 		var err error
 		second, err = limServe(h, newReq(), limStreamNext)
 		if err != nil {
@@ -648,13 +614,13 @@ func TestLimitLongHostHashed(t *testing.T) {
 	if len(held) != 1 {
 		t.Fatalf("counters = %d keys, want 1", len(held))
 	}
-	if k := limOnlyKey(held); len(k) > 2*maxKeyLen || strings.Contains(k, "aaaaaaaa") {
+	if k := limOnlyKey(held); len(k) > 2*limit.MaxKeyLen || strings.Contains(k, "aaaaaaaa") {
 		t.Errorf("counter key = %d bytes (%.40q...), want a short hash", len(k), k)
 	}
 	if !retryFieldRE.MatchString(second.Body.String()) {
 		t.Errorf("second stream to the same long host got %q, want the retry answer", second.Body.String())
 	}
-	if counts := limCounts(h.zone); len(counts) != 0 {
+	if counts := limCounts(h.lim.counters); len(counts) != 0 {
 		t.Errorf("counters after the streams = %v, want none", counts)
 	}
 	entries := logs.FilterMessage("stream limit reached").All()
@@ -664,7 +630,7 @@ func TestLimitLongHostHashed(t *testing.T) {
 	e := entries[0]
 	fields := e.ContextMap()
 	if key, _ := fields["key"].(string); e.Level != zapcore.InfoLevel || fields["limit"] != int64(1) ||
-		fields["per"] != "{http.request.host}" || !strings.HasPrefix(key, "sha256:") || len(key) > maxKeyLen {
+		fields["per"] != "{http.request.host}" || !strings.HasPrefix(key, "sha256:") || len(key) > limit.MaxKeyLen {
 		t.Errorf("log = %s %v, want info with limit 1, per {http.request.host} and a short hashed key", e.Level, fields)
 	}
 }
@@ -821,9 +787,9 @@ func TestLimitRetryHintJitter(t *testing.T) {
 	h, _ := limHandler(t, &Handler{Retry: ptr(caddy.Duration(2 * time.Second))})
 	seen := map[int64]bool{}
 	for range 1000 {
-		m := retryFieldRE.FindSubmatch(h.retryField(kindBlock))
+		m := retryFieldRE.FindSubmatch(h.retryField(stream.FrameBlock))
 		if m == nil {
-			t.Fatalf("retryField() = %q, want one retry field", h.retryField(kindBlock))
+			t.Fatalf("retryField() = %q, want one retry field", h.retryField(stream.FrameBlock))
 		}
 		ms, _ := strconv.ParseInt(string(m[1]), 10, 64)
 		if ms < 2000 || ms > 3000 {
@@ -1144,14 +1110,12 @@ func limWaitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // limCounts returns a copy of z's counters.
-func limCounts(z *zone) map[string]int {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return maps.Clone(z.counts)
+func limCounts(z *limit.Counters) map[string]int {
+	return z.Snapshot()
 }
 
 // limTotal returns the number of streams z counts, over all keys.
-func limTotal(z *zone) int {
+func limTotal(z *limit.Counters) int {
 	n := 0
 	for _, c := range limCounts(z) {
 		n += c
@@ -1161,11 +1125,11 @@ func limTotal(z *zone) int {
 
 // limZone returns the counters of the zone with this name, as Caddy holds
 // it in the shared pool (default names are "<server>#<n>"), or nil.
-func limZone(name string) *zone {
-	var found *zone
+func limZone(name string) *limit.Counters {
+	var found *limit.Counters
 	zones.Range(func(k, v any) bool {
 		if k == "sse.zone."+name {
-			found = v.(*zone)
+			found = v.(*limit.Counters)
 			return false
 		}
 		return true

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -39,21 +41,22 @@ func logFields(r *http.Request) *caddyhttp.ExtraLogFields {
 // stream: which zone, limit and key template; the key only with log_key.
 // A zone whose Redis is unreachable, with on_error refuse, refuses as
 // "redis".
-func (sw *streamWriter) logRefusedByLimit(ref *refusal) {
+func (sw *streamWriter) logRefusedByLimit(ref *limit.Refusal) {
 	e := logFields(sw.req)
 	if e == nil {
 		return
 	}
-	e.Set(zap.String("sse_zone", sw.h.zoneName))
-	if ref.unavailable {
+	e.Set(zap.String("sse_zone", sw.h.lim.zoneName))
+	if ref.Unavailable {
 		e.Set(zap.String("sse_refused", refusedRedis))
 		return
 	}
 	e.Set(zap.String("sse_refused", refusedLimit))
-	e.Set(zap.Int("sse_limit", ref.limit.Max))
-	e.Set(zap.String("sse_per", ref.limit.Per))
+	l := sw.h.Limits[ref.Limit]
+	e.Set(zap.Int("sse_limit", l.Max))
+	e.Set(zap.String("sse_per", l.Per))
 	if sw.h.LogKey {
-		e.Set(zap.String("sse_key", ref.key))
+		e.Set(zap.String("sse_key", ref.Key))
 	}
 }
 
@@ -84,16 +87,16 @@ func (sw *streamWriter) logRefusedByUpstream(err error) {
 
 // logEnd notes on the access log how a stream ended and what sse added to
 // it.
-func (sw *streamWriter) logEnd(why endReason) {
+func (sw *streamWriter) logEnd(why stream.EndReason) {
 	e := logFields(sw.req)
 	if e == nil {
 		return
 	}
 	e.Set(zap.String("sse_end", string(why)))
-	e.Set(zap.Int64("sse_heartbeats", sw.st.live.heartbeats.Load()))
-	e.Set(zap.String("sse_frame", sw.st.frame.String()))
-	if z := sw.st.live.info.Zone; z != nil {
-		e.Set(zap.String("sse_zone", *z))
+	e.Set(zap.Int64("sse_heartbeats", sw.st.Heartbeats()))
+	e.Set(zap.String("sse_frame", sw.frame.String()))
+	if sw.hold != nil {
+		e.Set(zap.String("sse_zone", sw.h.lim.zoneName))
 	}
 }
 

@@ -32,9 +32,9 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -143,26 +143,13 @@ type Handler struct {
 	// stay open on the old config until they end by themselves.
 	DrainOnReload caddy.Duration `json:"drain_on_reload,omitempty"`
 
-	// runtime state
-	logger      *zap.Logger
-	heartbeat   time.Duration     // resolved Heartbeat; 0 means off
-	retry       time.Duration     // resolved Retry
-	frames      [2][]byte         // the heartbeat bytes, by frameKind
-	types       []string          // lower-cased extra media types
-	zone        *zone             // limit counters, shared through zones (limits.go)
-	zoneKey     string            // key of zone in the zones pool
-	server      *caddyhttp.Server // key of h's entry in occurrences, if any
-	limits      []compiledLimit   // Limits with their counter ids
-	store       *redisStore       // the zone's Redis side, shared through redisStores (redis.go)
-	redisKey    string            // key of store in the redisStores pool
-	redisLoad   any               // the config load h checked its zone's redis settings in
-	streams     *streamSet        // open streams, for shutdown and drain (lifecycle.go)
-	sched       *scheduler        // gives the streams their turns (scheduler.go)
-	loggedCoded *sync.Once        // the upstream-compressed stream notice is logged once
-	srvName     string            // name of h's server in the http app, "" outside one
-	zoneName    string            // name of h's zone, "" without limits
-	m           *handlerMetrics   // h's metric series (metrics.go)
-	seq         uint64            // provisioning order, newest highest (zonestats.go)
+	// runtime state, by concern
+	logger *zap.Logger
+	types  []string        // lower-cased extra media types
+	set    stream.Settings // what h's streams share: heartbeats, ends, scheduler, metrics (heartbeat.go)
+	group  *stream.Group   // h's open streams, in liveStreams; ended by shutdown and drain (shutdown.go)
+	lim    limitState      // h's limits, counters and Redis store (limits.go, redis_config.go)
+	obs    observability   // h's metric series and log-once notices (metrics.go)
 }
 
 // Limit caps the number of concurrent streams that share a key.
@@ -189,35 +176,17 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up h's defaults, its limit zone and its lifecycle hooks.
+// Provision sets up h's defaults, its streams' settings, its limit zone
+// and its lifecycle hooks.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.streams = new(streamSet)
-	h.loggedCoded = new(sync.Once)
-
-	h.heartbeat = defaultHeartbeat
-	if h.Heartbeat != nil {
-		h.heartbeat = time.Duration(*h.Heartbeat)
-	}
+	h.group = new(stream.Group)
 	if h.HeartbeatText == "" {
 		h.HeartbeatText = defaultHeartbeatText
 	}
 	if h.HeartbeatFrame == "" {
 		h.HeartbeatFrame = frameAuto
 	}
-	h.frames[kindBlock] = []byte(": " + h.HeartbeatText + "\n\n")
-	h.frames[kindLine] = []byte(": " + h.HeartbeatText + "\n")
-	h.retry = defaultRetry
-	if h.Retry != nil {
-		h.retry = time.Duration(*h.Retry)
-	}
-	shortest := h.heartbeat
-	for _, d := range []caddy.Duration{h.IdleTimeout, h.MaxDuration, h.DrainOnReload} {
-		if d > 0 && (shortest <= 0 || time.Duration(d) < shortest) {
-			shortest = time.Duration(d)
-		}
-	}
-	h.sched = newScheduler(granuleFor(shortest))
 	if h.RefuseStatus == 0 {
 		h.RefuseStatus = http.StatusServiceUnavailable
 	}
@@ -237,18 +206,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering sse metrics: %w", err)
 	}
-	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		h.srvName = serverName(srv)
-	}
-	if err := h.provisionZone(ctx); err != nil {
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if err := h.provisionLimits(ctx, srv); err != nil {
 		return err
 	}
-	if err := h.provisionRedis(ctx); err != nil {
-		return err
-	}
-	h.m = newHandlerMetrics(h.srvName, h.zoneName)
-	metrics.zones.add(h)
-	h.provisionLifecycle(ctx)
+	h.provisionObservability(srv)
+	h.provisionStreams()
+	h.provisionLifecycle(srv)
 	return nil
 }
 
@@ -311,15 +275,7 @@ func (h *Handler) Validate() error {
 // still running on h go on and keep their slots until they end.
 func (h *Handler) Cleanup() error {
 	metrics.zones.remove(h)
-	if h.server != nil {
-		occurrences.Delete(h.server)
-	}
-	err := h.cleanupRedis()
-	if h.zoneKey != "" {
-		_, zerr := zones.Delete(h.zoneKey)
-		err = errors.Join(err, zerr)
-	}
-	return err
+	return h.cleanupLimits()
 }
 
 // checkDuration rejects negative durations, and durations longer than the
@@ -418,19 +374,7 @@ var (
 	errStreamLimit = errors.New("sse: stream limit reached")
 	// errStreamEnded is returned to the inner handler's writes after sse
 	// ended the stream on purpose (max duration, idle, shutdown, drain).
-	errStreamEnded = errors.New("sse: stream ended")
-)
-
-// Defaults.
-const (
-	defaultHeartbeat     = 15 * time.Second
-	defaultHeartbeatText = "heartbeat"
-	defaultRetry         = 3 * time.Second
-	defaultLimitKey      = "{http.request.host}"
-
-	frameAuto  = "auto"
-	frameBlock = "block"
-	frameLine  = "line"
+	errStreamEnded = stream.ErrEnded
 )
 
 // Interface guards

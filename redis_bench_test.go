@@ -21,15 +21,14 @@ package caddysse
 // (BENCHMARKS.md, "Limits across instances", has the figures.)
 
 import (
-	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 
 	"go.uber.org/zap"
 )
@@ -56,8 +55,8 @@ func BenchmarkRedisAdmission(b *testing.B) {
 				lat = append(lat, time.Since(start))
 			}
 			b.StopTimer()
-			if h.store != nil && h.store.Mode() != "redis" {
-				b.Fatalf("the zone fell back to %s", h.store.Mode())
+			if h.lim.redis != nil && h.lim.redis.Mode() != "redis" {
+				b.Fatalf("the zone fell back to %s", h.lim.redis.Mode())
 			}
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
@@ -88,69 +87,10 @@ func BenchmarkRedisAdmissionParallel(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	if h.store.Mode() != "redis" {
-		b.Fatalf("the zone fell back to %s", h.store.Mode())
+	if h.lim.redis.Mode() != "redis" {
+		b.Fatalf("the zone fell back to %s", h.lim.redis.Mode())
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "admissions/s")
-}
-
-// BenchmarkRedisRenew10k is one renewal round of 10,000 open streams, and
-// what it costs Caddy and Redis in CPU, as a share of one core at the
-// default lease (30s: a round every 10s).
-func BenchmarkRedisRenew10k(b *testing.B) {
-	rs := testredis.Start(b)
-	h := benchRedisHandler(b, rs, "redis")
-	s := h.store
-	const streams = 10000
-	s.mu.Lock()
-	for i := range streams {
-		s.leases[new(streamWriter)] = &redisLease{
-			member: incarnation + ".b" + strconv.Itoa(i),
-			keys:   []string{s.prefix + "k:" + hashKey("bench\x00"+strconv.Itoa(i%1000))},
-		}
-	}
-	s.mu.Unlock()
-	redisCPU := func() float64 {
-		var total float64
-		for _, line := range rs.Do(b, "INFO", "cpu") {
-			for _, l := range strings.Split(line, "\n") {
-				k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
-				if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
-					f, _ := strconv.ParseFloat(v, 64)
-					total += f
-				}
-			}
-		}
-		return total
-	}
-	if err := s.renew(); err != nil { // loads the script
-		b.Fatal(err)
-	}
-	cpu0, r0 := processCPU(), redisCPU()
-	b.ResetTimer()
-	for range b.N {
-		if err := s.renew(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	period := (defaultRedisLease / 3).Seconds()
-	caddyPerRound := (processCPU() - cpu0).Seconds() / float64(b.N)
-	redisPerRound := (redisCPU() - r0) / float64(b.N)
-	b.ReportMetric(caddyPerRound*1000, "caddy-cpu-ms/round")
-	b.ReportMetric(redisPerRound*1000, "redis-cpu-ms/round")
-	b.ReportMetric(100*caddyPerRound/period, "caddy-%core@30s")
-	b.ReportMetric(100*redisPerRound/period, "redis-%core@30s")
-	s.mu.Lock()
-	clear(s.leases)
-	s.mu.Unlock()
-}
-
-// processCPU is the CPU time this process has used, user and system.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchRedisHandler is redisHandler with a limit nothing reaches, and a

@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/rueidis"
@@ -397,7 +398,7 @@ func (h *Handler) provisionRedis(ctx caddy.Context) error {
 		if prev, loaded := v.(*sync.Map).LoadOrStore(h.Zone, fp); loaded && prev != fp {
 			return fmt.Errorf("redis: zone %q is used with other redis settings (or none) by another sse block; blocks that share a zone must share its redis settings", h.Zone)
 		}
-		h.redisLoad = reg
+		h.lim.redisLoad = reg
 	}
 	if h.Redis == nil {
 		return nil
@@ -406,15 +407,23 @@ func (h *Handler) provisionRedis(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.redisKey = "sse.redis." + h.Zone + "\x00" + fp
-	logger := h.logger
-	v, _, err := redisStores.LoadOrNew(h.redisKey, func() (caddy.Destructor, error) {
-		return newRedisStore(h.Zone, h.Redis, opt, logger), nil
+	h.lim.redisKey = "sse.redis." + h.Zone + "\x00" + fp
+	cfg := limit.RedisConfig{
+		Zone:    h.Zone,
+		Prefix:  h.Redis.prefix(),
+		Lease:   h.Redis.lease(),
+		Timeout: h.Redis.timeout(),
+		Refuse:  h.Redis.onError() == onErrorRefuse,
+		Client:  opt,
+		Logger:  h.logger,
+	}
+	v, _, err := redisStores.LoadOrNew(h.lim.redisKey, func() (caddy.Destructor, error) {
+		return limit.NewRedis(cfg), nil
 	})
 	if err != nil {
 		return err
 	}
-	h.store = v.(*redisStore)
+	h.lim.redis = v.(*limit.Redis)
 	return nil
 }
 
@@ -437,12 +446,22 @@ func (h *Handler) checkRedis() error {
 
 // cleanupRedis releases h's hold on its store.
 func (h *Handler) cleanupRedis() error {
-	if h.redisLoad != nil {
-		redisLoads.Delete(h.redisLoad)
+	if h.lim.redisLoad != nil {
+		redisLoads.Delete(h.lim.redisLoad)
 	}
-	if h.redisKey == "" {
+	if h.lim.redisKey == "" {
 		return nil
 	}
-	_, err := redisStores.Delete(h.redisKey)
+	_, err := redisStores.Delete(h.lim.redisKey)
 	return err
 }
+
+// Defaults and bounds of the redis block.
+const (
+	defaultRedisLease   = 30 * time.Second
+	defaultRedisTimeout = 100 * time.Millisecond
+	defaultRedisPrefix  = "caddy-sse"
+	onErrorLocal        = "local"
+	onErrorRefuse       = "refuse"
+	minDialTimeout      = time.Second // connecting (TCP, TLS, HELLO) may take longer than one call
+)

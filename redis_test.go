@@ -18,13 +18,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -45,7 +47,7 @@ func TestRedisLeaseRenewedAndReleased(t *testing.T) {
 		t.Fatalf("ZCARD = %d, want 2", n)
 	}
 	// two leases later, the members are still there: renewed
-	until := rs.Now(t).Add(2 * h.store.lease)
+	until := rs.Now(t).Add(2 * h.Redis.lease())
 	limWaitFor(t, "two leases to pass", func() bool { return rs.Now(t).After(until) })
 	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("after two leases, ZCARD = %d, want 2 (leases not renewed)", n)
@@ -95,7 +97,7 @@ func TestRedisDownLocalThenResync(t *testing.T) {
 	if !b.admitted {
 		t.Fatal("with on_error local, a stream within the limit was refused while Redis was down")
 	}
-	if m := h.store.Mode(); m != "local" {
+	if m := h.lim.redis.Mode(); m != "local" {
 		t.Fatalf("mode = %q, want local", m)
 	}
 	if c := openRedisStream(t, h, "k"); c.admitted {
@@ -105,7 +107,7 @@ func TestRedisDownLocalThenResync(t *testing.T) {
 		t.Fatal("an open stream ended when Redis went down")
 	}
 	rs.Restart(t) // empty: no persistence
-	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.lim.redis.Mode() == "redis" })
 	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("after Redis came back, ZCARD = %d, want 2 (open streams not registered again)", n)
 	}
@@ -127,7 +129,7 @@ func TestRedisRestartedEmptyResync(t *testing.T) {
 	// the next admission sees the marker gone: it must not count on the
 	// empty set (which would admit two more)
 	openRedisStream(t, h, "k")
-	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.lim.redis.Mode() == "redis" })
 	if n := rs.ZCard(t, set); n != 2 {
 		t.Fatalf("ZCARD = %d, want 2", n)
 	}
@@ -150,14 +152,14 @@ func TestRedisDownRefuse(t *testing.T) {
 	if !strings.Contains(b.body(), "retry:") || b.status() != http.StatusOK {
 		t.Fatalf("refusal = %d %q, want 200 with a retry field", b.status(), b.body())
 	}
-	if m := h.store.Mode(); m != "refuse" {
+	if m := h.lim.redis.Mode(); m != "refuse" {
 		t.Fatalf("mode = %q, want refuse", m)
 	}
 	if a.done() {
 		t.Fatal("an open stream ended when Redis went down")
 	}
 	rs.Restart(t)
-	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.lim.redis.Mode() == "redis" })
 	if c := openRedisStream(t, h, "k"); !c.admitted {
 		t.Fatal("a stream within the limit was refused after Redis came back")
 	}
@@ -174,16 +176,16 @@ func TestRedisSlowBreaker(t *testing.T) {
 	if s := openRedisStream(t, h, "k"); !s.admitted {
 		t.Fatal("on_error local refused a stream within the limit")
 	}
-	if d := time.Since(start); d > h.store.timeout+500*time.Millisecond {
-		t.Fatalf("admission against a stalled Redis took %s, timeout is %s", d, h.store.timeout)
+	if d := time.Since(start); d > h.Redis.timeout()+500*time.Millisecond {
+		t.Fatalf("admission against a stalled Redis took %s, timeout is %s", d, h.Redis.timeout())
 	}
 	start = time.Now()
 	openRedisStream(t, h, "other")
-	if d := time.Since(start); d > h.store.timeout/2 {
+	if d := time.Since(start); d > h.Redis.timeout()/2 {
 		t.Fatalf("with the breaker open, admission took %s: it still called Redis", d)
 	}
 	rs.Resume(t)
-	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.store.Mode() == "redis" })
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.lim.redis.Mode() == "redis" })
 }
 
 // The Caddyfile's redis block, and its errors, which name the field and
@@ -302,16 +304,16 @@ func TestRedisValidate(t *testing.T) {
 func TestRedisStoreStopsAtCleanup(t *testing.T) {
 	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "cleanup", onErrorLocal)
-	s := h.store
+	s := h.lim.redis
 	if err := h.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the renewal loop still runs after the last Cleanup")
 	}
-	h.store, h.redisKey, h.zoneKey = nil, "", "" // cleaned up; the test's own Cleanup must not count twice
+	h.lim.redis, h.lim.redisKey, h.lim.zoneKey = nil, "", "" // cleaned up; the test's own Cleanup must not count twice
 }
 
 // redisStream is a stream opened through a handler, held open until end.
@@ -392,7 +394,7 @@ func redisHandler(t testing.TB, rs *testredis.Server, zone, onError string) *Han
 		},
 	}
 	h, _ = limHandler(t, h)
-	if h.store == nil || h.store.Mode() != "redis" {
+	if h.lim.redis == nil || h.lim.redis.Mode() != "redis" {
 		t.Fatalf("the zone does not count in Redis after provisioning")
 	}
 	return h
@@ -400,7 +402,7 @@ func redisHandler(t testing.TB, rs *testredis.Server, zone, onError string) *Han
 
 // redisSetKey is the Redis key of the set that counts X-Key: key.
 func redisSetKey(h *Handler, key string) string {
-	return h.store.prefix + "k:" + hashKey(h.limits[0].id+"\x00"+key)
+	return h.lim.redis.SetKey(limit.Key(h.lim.limits[0].ID, key))
 }
 
 // GET /sse/zones?mode=1 says how each zone counts now: "redis", then

@@ -38,6 +38,9 @@ func randomStream(rng *rand.Rand) []byte { return sseref.RandomStream(rng) }
 
 var sseCorpus = sseref.Corpus
 
+// utf8BOM is the byte order mark a stream may start with.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
 // The reference parser gives, for each corpus stream, the events WHATWG
 // HTML 9.2.6 says a browser dispatches: the property and end-to-end tests
 // of heartbeats rest on it.

@@ -15,11 +15,10 @@
 package caddysse
 
 import (
-	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,37 +27,6 @@ import (
 // \x00<key>" (limits.go); per-key counts are never labels, since keys come
 // from requests: the metrics give, per zone and key template, the streams
 // counted, the keys in use, the fullest key's streams and the limit's max.
-
-// zoneUsage is how one key template of a zone is used.
-type zoneUsage struct {
-	streams int // streams counted, over every key
-	keys    int // keys with at least one stream
-	fullest int // streams of the key with the most
-}
-
-// usage returns, by key template, how z is used now. It holds z's lock for
-// one pass over its counters.
-func (z *zone) usage() map[string]zoneUsage {
-	out := make(map[string]zoneUsage, 2)
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	for k, n := range z.counts {
-		id, _, _ := strings.Cut(k, "\x00")
-		u := out[id]
-		u.streams += n
-		u.keys++
-		u.fullest = max(u.fullest, n)
-		out[id] = u
-	}
-	return out
-}
-
-// snapshot returns a copy of z's counters, taken under its lock.
-func (z *zone) snapshot() map[string]int {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return maps.Clone(z.counts)
-}
 
 // zoneCollector exports the fill of every limit of the handlers that are
 // provisioned now, and the state of their zones' Redis connections. A zone
@@ -98,10 +66,10 @@ func newZoneCollector() *zoneCollector {
 
 // add makes the collector report h's limits, if it has any.
 func (c *zoneCollector) add(h *Handler) {
-	if h.zone == nil {
+	if h.lim.store == nil {
 		return
 	}
-	h.seq = provisions.Add(1)
+	h.obs.seq = provisions.Add(1)
 	c.mu.Lock()
 	c.handlers[h] = struct{}{}
 	c.mu.Unlock()
@@ -128,49 +96,50 @@ func (c *zoneCollector) Describe(ch chan<- *prometheus.Desc) {
 // that zone's lock alone.
 func (c *zoneCollector) Collect(ch chan<- prometheus.Metric) {
 	type series struct{ server, zone, per string }
-	type limit struct {
+	type limitOf struct {
 		max, seq uint64
-		z        *zone
+		c        *limit.Counters
 		id       string
 	}
-	limits := make(map[series]limit)
+	limits := make(map[series]limitOf)
 	type store struct {
-		s   *redisStore
+		s   *limit.Redis
 		seq uint64
 	}
 	stores := make(map[series]store) // per is empty
 	c.mu.Lock()
 	for h := range c.handlers {
-		if h.store != nil {
-			s := series{server: h.srvName, zone: h.zoneName}
-			if cur, ok := stores[s]; !ok || h.seq > cur.seq {
-				stores[s] = store{h.store, h.seq}
+		lim, seq := &h.lim, h.obs.seq
+		if lim.redis != nil {
+			s := series{server: h.obs.server, zone: lim.zoneName}
+			if cur, ok := stores[s]; !ok || seq > cur.seq {
+				stores[s] = store{lim.redis, seq}
 			}
 		}
-		for _, l := range h.limits {
-			s := series{h.srvName, h.zoneName, l.Per}
-			if cur, ok := limits[s]; !ok || h.seq > cur.seq {
-				limits[s] = limit{max: uint64(l.Max), seq: h.seq, z: h.zone, id: l.id}
+		for _, l := range lim.limits {
+			s := series{h.obs.server, lim.zoneName, l.ID}
+			if cur, ok := limits[s]; !ok || seq > cur.seq {
+				limits[s] = limitOf{max: uint64(l.Max), seq: seq, c: lim.counters, id: l.ID}
 			}
 		}
 	}
 	c.mu.Unlock()
 
-	usage := make(map[*zone]map[string]zoneUsage)
+	usage := make(map[*limit.Counters]map[string]limit.Usage)
 	for s, l := range limits {
-		u, ok := usage[l.z]
+		u, ok := usage[l.c]
 		if !ok {
-			u = l.z.usage()
-			usage[l.z] = u
+			u = l.c.Usage()
+			usage[l.c] = u
 		}
 		lu := u[l.id]
 		for _, m := range []struct {
 			d *prometheus.Desc
 			v float64
 		}{
-			{c.streams, float64(lu.streams)},
-			{c.keys, float64(lu.keys)},
-			{c.fullest, float64(lu.fullest)},
+			{c.streams, float64(lu.Streams)},
+			{c.keys, float64(lu.Keys)},
+			{c.fullest, float64(lu.Fullest)},
 			{c.max, float64(l.max)},
 		} {
 			ch <- prometheus.MustNewConstMetric(m.d, prometheus.GaugeValue, m.v, s.server, s.zone, s.per)
@@ -178,13 +147,14 @@ func (c *zoneCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for s, st := range stores {
 		up := 0.0
-		if st.s.state.Load() == storeUp {
+		if st.s.Counting() {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.redisUp, prometheus.GaugeValue, up, s.server, s.zone)
-		for to, name := range storeStateNames {
+		transitions := st.s.Transitions()
+		for to, name := range limit.Modes {
 			ch <- prometheus.MustNewConstMetric(c.redisTransitions, prometheus.CounterValue,
-				float64(st.s.transitions[to].Load()), s.server, s.zone, name)
+				float64(transitions[to]), s.server, s.zone, name)
 		}
 	}
 }

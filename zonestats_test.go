@@ -1,8 +1,9 @@
 package caddysse
 
 import (
-	"github.com/caddy-sse/caddy-sse/internal/testredis"
 	"testing"
+
+	"github.com/caddy-sse/caddy-sse/internal/testredis"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,14 +16,14 @@ import (
 func TestZoneRedisMetrics(t *testing.T) {
 	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "metrics", onErrorLocal)
-	h.srvName = "srvR" // as Provision sets it inside a server
-	labels := []string{"server", "srvR", "zone", h.zoneName}
+	h.obs.server = "srvR" // as Provision sets it inside a server
+	labels := []string{"server", "srvR", "zone", h.lim.zoneName}
 	if v := collectedValue(t, metrics.zones, "caddy_sse_zone_redis_up", labels...); v != 1 {
 		t.Fatalf("zone_redis_up = %v with Redis up, want 1", v)
 	}
 	rs.Stop(t)
 	openRedisStream(t, h, "k") // trips the breaker
-	limWaitFor(t, "the zone to fall back", func() bool { return h.store.Mode() == "local" })
+	limWaitFor(t, "the zone to fall back", func() bool { return h.lim.redis.Mode() == "local" })
 	if v := collectedValue(t, metrics.zones, "caddy_sse_zone_redis_up", labels...); v != 0 {
 		t.Errorf("zone_redis_up = %v with Redis down, want 0", v)
 	}

@@ -12,7 +12,11 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-package caddysse
+package stream
+
+// Where a stream's bytes stand in the event-stream syntax, so bytes of
+// sse's own can be put between events without changing what a client
+// parses, and a scanner of events for the debug log.
 
 // lineState is where in the event-stream syntax (WHATWG HTML, 9.2.5) the
 // bytes sent so far end.
@@ -24,18 +28,18 @@ const (
 	inLine                        // in the middle of a line
 )
 
-// boundaryTracker follows a stream's line structure with O(1) state, looking
+// Boundary follows a stream's line structure with O(1) state, looking
 // only at the trailing line-end bytes of each write. Line ends are CRLF, LF
 // or a lone CR; a CRLF may be split across two writes.
-type boundaryTracker struct {
+type Boundary struct {
 	state lineState
 	// cr is set when the last byte was CR: a LF that comes next completes
 	// that line end instead of ending another line.
 	cr bool
 }
 
-// update moves the tracker past p, which was just sent.
-func (b *boundaryTracker) update(p []byte) {
+// Update moves the tracker past p, which was just sent.
+func (b *Boundary) Update(p []byte) {
 	n := len(p)
 	k := n
 	// Four trailing line-end bytes hold at least two line ends (a CRLF
@@ -66,10 +70,10 @@ func (b *boundaryTracker) update(p []byte) {
 	}
 }
 
-// atBoundary reports whether bytes may be inserted here without changing
+// At reports whether bytes may be inserted here without changing
 // the events a client parses: between events for text/event-stream, between
 // lines for the line-oriented extra types.
-func (b *boundaryTracker) atBoundary(sse bool) bool {
+func (b *Boundary) At(sse bool) bool {
 	if sse {
 		return b.state == atEventStart
 	}
@@ -78,10 +82,10 @@ func (b *boundaryTracker) atBoundary(sse bool) bool {
 
 func isLineEnd(c byte) bool { return c == '\n' || c == '\r' }
 
-// eventScanner counts the events of a stream and remembers its last event
+// Scanner counts the events of a stream and remembers its last event
 // id, for the debug line logged when the stream ends. It reads every byte,
 // so it runs only when debug logging is on.
-type eventScanner struct {
+type Scanner struct {
 	line   [maxIDLine]byte // the start of the current line
 	n      int             // length of the current line so far
 	cr     bool            // the last byte was CR
@@ -94,8 +98,8 @@ type eventScanner struct {
 	hasID     bool
 }
 
-// scan reads p.
-func (s *eventScanner) scan(p []byte) {
+// Scan reads p.
+func (s *Scanner) Scan(p []byte) {
 	for _, c := range p {
 		if c == '\n' && s.cr {
 			s.cr = false
@@ -113,7 +117,7 @@ func (s *eventScanner) scan(p []byte) {
 	}
 }
 
-func (s *eventScanner) endLine() {
+func (s *Scanner) endLine() {
 	defer func() { s.n = 0 }()
 	if s.n == 0 {
 		if s.fields {
@@ -146,3 +150,10 @@ func (s *eventScanner) endLine() {
 // maxIDLine bounds the line prefix the scanner keeps; longer id lines are
 // not recorded.
 const maxIDLine = 256
+
+// Events returns the number of events dispatched so far.
+func (s *Scanner) Events() int64 { return s.events }
+
+// LastID returns the last event id seen, if any. The bytes are the
+// scanner's own: copy them to keep them.
+func (s *Scanner) LastID() ([]byte, bool) { return s.lastID[:s.lastIDLen], s.hasID }

@@ -12,14 +12,17 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-package caddysse
+package stream
+
+// The scheduler: one timing wheel per handler that gives every stream its
+// turn when its next heartbeat or end is due.
 
 import (
 	"sync"
 	"time"
 )
 
-// scheduler owns time for the streams of one handler: it gives each stream
+// Scheduler owns time for the streams of one handler: it gives each stream
 // a turn when its next heartbeat or scheduled end (max_duration,
 // idle_timeout, shutdown, drain) is due, and wakes the process once per
 // granule for all the streams due in it, not once per stream.
@@ -32,7 +35,7 @@ import (
 // adapt provision and clean up handlers that never see a stream; a
 // reloaded-away handler's scheduler runs until its last stream ends).
 //
-// The granule is a sixteenth of the handler's shortest duration
+// The granule is a sixteenth of the shortest duration of its streams' settings
 // (heartbeat, idle_timeout, max_duration, drain_on_reload), between 1 ms
 // and 250 ms: 250 ms at the default 15 s heartbeat, 62.5 ms at 1 s. A beat
 // is then at most one granule (at most 6.25 % of the interval) after it is
@@ -65,13 +68,13 @@ import (
 // written to, or blocked, never holds up the scheduler. A stream being
 // handled by a runner is in no list; the runner puts it back after its
 // turn, unless the stream was closed meanwhile (done).
-type scheduler struct {
+type Scheduler struct {
 	granule int64 // ns
 
 	mu       sync.Mutex
-	wheel    [wheelSlots]*stream // lists of streams by due tick modulo wheelSlots
-	queue    *stream             // streams due now, not yet handled (head)
-	queueEnd *stream             // its tail
+	wheel    [wheelSlots]*Stream // lists of streams by due tick modulo wheelSlots
+	queue    *Stream             // streams due now, not yet handled (head)
+	queueEnd *Stream             // its tail
 	inWheel  int                 // streams in the wheel
 	cursor   int64               // the last tick whose streams went to the queue
 	timer    *time.Timer         // calls fire; created with the first stream
@@ -88,20 +91,22 @@ const (
 	running              // having its turn in a runner
 )
 
-func newScheduler(granule time.Duration) *scheduler {
-	return &scheduler{granule: int64(granule), cursor: monotime() / int64(granule)}
+// NewScheduler returns a scheduler whose turns come a granule apart: see
+// GranuleFor.
+func NewScheduler(granule time.Duration) *Scheduler {
+	return &Scheduler{granule: int64(granule), cursor: Now() / int64(granule)}
 }
 
 // schedule puts st in the wheel for monotonic time at (now if at is in the
 // past), unless it is closed. at 0 means nothing is due: st leaves the
 // wheel until scheduleEnd puts it back.
-func (s *scheduler) schedule(st *stream, at int64) {
+func (s *Scheduler) schedule(st *Stream, at int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.scheduleLocked(st, at)
 }
 
-func (s *scheduler) scheduleLocked(st *stream, at int64) {
+func (s *Scheduler) scheduleLocked(st *Stream, at int64) {
 	s.unlinkLocked(st)
 	if st.done.Load() {
 		return
@@ -129,7 +134,7 @@ func (s *scheduler) scheduleLocked(st *stream, at int64) {
 }
 
 // unlinkLocked takes st out of the wheel or the queue.
-func (s *scheduler) unlinkLocked(st *stream) {
+func (s *Scheduler) unlinkLocked(st *Stream) {
 	switch st.where {
 	case inWheel:
 		if st.wprev != nil {
@@ -161,19 +166,19 @@ func (s *scheduler) unlinkLocked(st *stream) {
 }
 
 // remove takes a closed stream out of the scheduler for good.
-func (s *scheduler) remove(st *stream) {
+func (s *Scheduler) remove(st *Stream) {
 	s.mu.Lock()
 	s.unlinkLocked(st)
 	s.mu.Unlock()
 }
 
 // armLocked makes the timer fire at monotonic time at, or sooner.
-func (s *scheduler) armLocked(at int64) {
+func (s *Scheduler) armLocked(at int64) {
 	if s.armedAt != 0 && s.armedAt <= at {
 		return
 	}
 	s.armedAt = at
-	d := time.Duration(at - monotime())
+	d := time.Duration(at - Now())
 	if s.timer == nil {
 		s.timer = time.AfterFunc(d, s.fire)
 		return
@@ -184,8 +189,8 @@ func (s *scheduler) armLocked(at int64) {
 // fire is the timer's callback: it moves the streams due by now from the
 // wheel to the queue and drains the queue, or leaves it to the runner
 // already draining it unless that runner is stalled.
-func (s *scheduler) fire() {
-	now := monotime()
+func (s *Scheduler) fire() {
+	now := Now()
 	s.mu.Lock()
 	s.armedAt = 0
 	tick := now / s.granule
@@ -227,16 +232,16 @@ func (s *scheduler) fire() {
 
 // drain gives each queued stream its turn, one at a time, and puts it back
 // in the wheel for its next turn.
-func (s *scheduler) drain() {
+func (s *Scheduler) drain() {
 	s.mu.Lock()
 	for s.queue != nil {
 		st := s.queue
 		s.unlinkLocked(st)
 		st.where = running
-		now := monotime()
+		now := Now()
 		s.busy = now
 		s.mu.Unlock()
-		next := st.turn(now)
+		next := st.Turn(now)
 		s.mu.Lock()
 		s.scheduleLocked(st, next)
 	}
@@ -249,16 +254,16 @@ func (s *scheduler) drain() {
 	s.mu.Unlock()
 }
 
-// scheduled reports whether st waits in the scheduler for a turn.
-func (s *scheduler) scheduled(st *stream) bool {
+// Scheduled reports whether st waits in the scheduler for a turn.
+func (s *Scheduler) Scheduled(st *Stream) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return st.where == inWheel || st.where == inQueue
 }
 
-// granuleFor picks the granule of a handler whose shortest configured
+// GranuleFor picks the granule of a handler whose shortest configured
 // duration is d (0 if none): see scheduler.
-func granuleFor(d time.Duration) time.Duration {
+func GranuleFor(d time.Duration) time.Duration {
 	if d <= 0 {
 		return maxGranule
 	}
@@ -277,3 +282,6 @@ const (
 	// write that does not block takes microseconds.
 	stallAfter = 5 * time.Millisecond
 )
+
+// Granule returns how far apart the scheduler's turns come.
+func (s *Scheduler) Granule() time.Duration { return time.Duration(s.granule) }

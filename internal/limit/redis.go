@@ -12,7 +12,7 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-package caddysse
+package limit
 
 // The distributed side of a zone: stream limits counted in Redis, so a
 // fleet of Caddy instances shares one count per key.
@@ -36,10 +36,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,19 +49,22 @@ import (
 	"go.uber.org/zap"
 )
 
-// redisStore is the Redis side of one zone: the client, the leases of this
+// Redis is the Redis side of one zone: the client, the leases of this
 // instance's open streams, the breaker, and the goroutine that renews the
-// leases and probes a Redis that failed.
+// leases and probes a Redis that failed. Fallback puts it in front of the
+// zone's local counters; it is shared by every handler of the zone with the
+// same settings.
 //
-// mu guards leases and pending; state and client are atomics, read on
-// every admission.
-type redisStore struct {
+// Lock story: mu guards leases, dirty and pending; state and client are
+// atomics, read on every admission; the loop goroutine is the only one that
+// renews.
+type Redis struct {
 	zone    string
 	prefix  string // "<key_prefix>:{<zone>}:"
 	marker  string // this store's instance marker key
 	lease   time.Duration
 	timeout time.Duration
-	refuse  bool // on_error refuse
+	refuse  bool // on_error refuse: for the log and Mode
 	opt     rueidis.ClientOption
 	logger  *zap.Logger
 
@@ -72,20 +76,30 @@ type redisStore struct {
 	done   chan struct{} // closed when the loop has returned
 
 	mu     sync.Mutex
-	leases map[*streamWriter]*redisLease
+	leases map[*lease]struct{}
 	// dirty: a lease was added while Redis did not hold this instance's
 	// leases (admitted locally). The loop counts in Redis again only after
 	// a renewal round that began after the last such lease was added.
 	dirty   bool
-	pending []*redisLease // released while Redis was unreachable
+	pending []*lease // released while Redis was unreachable
 
-	// transitions counts the changes of state, by the state entered; the
-	// zone collector exports them (zonestats.go)
+	// transitions counts the changes of state, by the state entered
 	transitions [len(storeStateNames)]atomic.Uint64
 }
 
-// redisLease is one stream's member in the sets of its limits.
-type redisLease struct {
+// RedisConfig is how a Redis store connects and counts.
+type RedisConfig struct {
+	Zone    string               // the zone's name, the hash tag of its keys
+	Prefix  string               // the prefix of every key
+	Lease   time.Duration        // how long a stream's slot outlives its instance
+	Timeout time.Duration        // how long one call may take
+	Refuse  bool                 // on_error refuse (else local)
+	Client  rueidis.ClientOption // how to reach Redis
+	Logger  *zap.Logger
+}
+
+// lease is one stream's member in the sets of its limits.
+type lease struct {
 	member   string
 	keys     []string
 	released atomic.Bool
@@ -110,27 +124,33 @@ var incarnation = func() string {
 
 var storeSeq atomic.Uint64
 
-func newRedisStore(zone string, r *RedisStore, opt rueidis.ClientOption, logger *zap.Logger) *redisStore {
-	prefix := r.prefix() + ":{" + zone + "}:"
-	s := &redisStore{
-		zone:    zone,
+// NewRedis connects to Redis (in the background if it does not answer
+// now) and starts the goroutine that renews the leases. Destruct stops it.
+func NewRedis(c RedisConfig) *Redis {
+	prefix := c.Prefix + ":{" + c.Zone + "}:"
+	s := &Redis{
+		zone:    c.Zone,
 		prefix:  prefix,
 		marker:  prefix + "i:" + incarnation + "." + strconv.FormatUint(storeSeq.Add(1), 10),
-		lease:   r.lease(),
-		timeout: r.timeout(),
-		refuse:  r.onError() == onErrorRefuse,
-		opt:     opt,
-		logger:  logger.With(zap.String("zone", zone)),
+		lease:   c.Lease,
+		timeout: c.Timeout,
+		refuse:  c.Refuse,
+		opt:     c.Client,
+		logger:  c.Logger.With(zap.String("zone", c.Zone)),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
-		leases:  make(map[*streamWriter]*redisLease),
+		leases:  make(map[*lease]struct{}),
 	}
 	s.state.Store(storeDown)
 	// connect now, so a config load with Redis up admits through it at
 	// once; if Redis is down, the loop keeps trying in the background
 	if err := s.connect(); err != nil {
+		onError := "local"
+		if c.Refuse {
+			onError = "refuse"
+		}
 		s.logger.Warn("redis unreachable; streams are counted by this instance alone until it answers",
-			zap.String("on_error", r.onError()), zap.Error(err))
+			zap.String("on_error", onError), zap.Error(err))
 		s.transitions[storeDown].Add(1)
 	} else {
 		s.state.Store(storeUp)
@@ -141,11 +161,10 @@ func newRedisStore(zone string, r *RedisStore, opt rueidis.ClientOption, logger 
 	return s
 }
 
-// Destruct implements caddy.Destructor: the last config using the store
-// is gone, so the loop stops and the connection closes. Streams still
-// open on that config keep their local slots; their Redis leases lapse
-// within one lease.
-func (s *redisStore) Destruct() error {
+// Destruct stops the loop and closes the connection: the last config
+// using the store is gone. Streams still open on that config keep their
+// local counts; their Redis leases lapse within one lease.
+func (s *Redis) Destruct() error {
 	s.stop()
 	<-s.done
 	if c := s.client.Load(); c != nil {
@@ -154,9 +173,8 @@ func (s *redisStore) Destruct() error {
 	return nil
 }
 
-// connect dials Redis and sets this instance's marker, unless it has open
-// leases Redis may have lost: those are registered first (resync).
-func (s *redisStore) connect() error {
+// connect dials Redis, unless a client exists already.
+func (s *Redis) connect() error {
 	if s.client.Load() != nil {
 		return nil
 	}
@@ -169,7 +187,7 @@ func (s *redisStore) connect() error {
 }
 
 // call runs fn with the client and a per-call deadline.
-func (s *redisStore) call(fn func(context.Context, rueidis.Client) error) error {
+func (s *Redis) call(fn func(context.Context, rueidis.Client) error) error {
 	c := s.client.Load()
 	if c == nil {
 		return errors.New("not connected")
@@ -179,95 +197,96 @@ func (s *redisStore) call(fn func(context.Context, rueidis.Client) error) error 
 	return fn(ctx, *c)
 }
 
-// admit counts a stream in Redis against every limit of h: keys are the
-// stream's local counter keys, one per limit. While Redis is unreachable
-// or registering leases again, it falls back to this instance's counters
-// or refuses, as on_error says.
-func (s *redisStore) admit(h *Handler, sw *streamWriter, keys []string) *refusal {
-	l := &redisLease{member: incarnation + "." + strconv.FormatUint(s.seq.Add(1), 36)}
-	lost := false
-	if s.state.Load() == storeUp {
-		rkeys := make([]string, 1, 1+len(keys))
-		rkeys[0] = s.marker
-		args := make([]string, 3, 3+len(keys))
-		args[0], args[1] = l.member, strconv.FormatInt(s.lease.Milliseconds(), 10)
-		args[2] = "0"
-		if s.open() > 0 {
-			args[2] = "1"
-		}
-		limitOf := make([]int, 0, len(keys)) // rkeys index - 1 → limit index
-		for i, k := range keys {
-			if k == "" {
-				continue // an empty key is not counted (limits.go, admit)
-			}
-			rk := s.prefix + "k:" + hashKey(k)
-			if j := indexOf(rkeys[1:], rk); j >= 0 {
-				// limits with the same key template share a set: the
-				// smaller max decides
-				if m, _ := strconv.Atoi(args[3+j]); h.limits[i].Max < m {
-					args[3+j] = strconv.Itoa(h.limits[i].Max)
-					limitOf[j] = i
-				}
-				continue
-			}
-			rkeys = append(rkeys, rk)
-			args = append(args, strconv.Itoa(h.limits[i].Max))
-			limitOf = append(limitOf, i)
-		}
-		var res int64
-		err := s.call(func(ctx context.Context, c rueidis.Client) error {
-			var err error
+// errLost is acquire's answer when Redis lost this instance's leases (a
+// restart or a failover): counting there now would over-admit.
+var errLost = errors.New("redis lost this instance's leases")
+
+// up reports whether Redis counts the zone now.
+func (s *Redis) up() bool { return s.state.Load() == storeUp }
+
+// acquire runs the acquire script for counter keys (one per limit, "" for a
+// limit that does not count the request): a lease in every set, or the
+// index of the limit whose set is full. On an error the script may have
+// run: the lease is kept to be removed once Redis answers, and the store
+// trips. errLost means Redis lost this instance's leases.
+func (s *Redis) acquire(limits []Limit, keys []string) (*lease, int, error) {
+	l := s.newLease()
+	rkeys, args, limitOf := s.acquireArgs(l, limits, keys)
+	var res int64
+	err := s.call(func(ctx context.Context, c rueidis.Client) error {
+		var err error
+		res, err = acquireScript.Exec(ctx, c, rkeys, args).AsInt64()
+		if err != nil && ctx.Err() == nil && !isRedisReply(err) {
+			// a connection that broke since its last use (the client
+			// replaces it on the next call); the script is safe to
+			// run twice with one member
 			res, err = acquireScript.Exec(ctx, c, rkeys, args).AsInt64()
-			if err != nil && ctx.Err() == nil && !isRedisReply(err) {
-				// a connection that broke since its last use (the client
-				// replaces it on the next call); the script is safe to
-				// run twice with one member
-				res, err = acquireScript.Exec(ctx, c, rkeys, args).AsInt64()
-			}
-			return err
-		})
-		switch {
-		case err != nil:
-			// the script may have run: remove the member once Redis answers
-			l.keys = rkeys[1:]
-			l.released.Store(true)
-			s.trip(err, l)
-		case res < 0:
-			// Redis lost this instance's leases: admit locally, and ask
-			// for a resync once this stream's lease is among those to
-			// register (below)
-			lost = true
-		case res > 0:
-			i := limitOf[res-1]
-			_, key, _ := strings.Cut(keys[i], "\x00")
-			return &refusal{limit: h.limits[i].Limit, key: key}
-		default:
-			l.keys = rkeys[1:]
-			h.zone.take(sw, h.limits, keys, true)
-			s.mu.Lock()
-			s.leases[sw] = l
-			s.mu.Unlock()
-			return nil
 		}
+		return err
+	})
+	switch {
+	case err != nil:
+		l.keys = rkeys[1:]
+		l.released.Store(true)
+		s.trip(err, l)
+		return nil, -1, err
+	case res < 0:
+		return nil, -1, errLost
+	case res > 0:
+		return nil, limitOf[res-1], nil
 	}
-	// Redis is not available: open streams go on; new ones are refused or
-	// counted by this instance alone, and get a lease that is registered
-	// when Redis is back
-	l = &redisLease{member: incarnation + "." + strconv.FormatUint(s.seq.Add(1), 36)}
-	if s.refuse {
-		return &refusal{limit: h.limits[0].Limit, unavailable: true}
+	l.keys = rkeys[1:]
+	s.mu.Lock()
+	s.leases[l] = struct{}{}
+	s.mu.Unlock()
+	return l, -1, nil
+}
+
+// acquireArgs builds the acquire script's keys and arguments for lease l,
+// and the limit behind each set (limits with the same key template share a
+// set: the smaller max decides).
+func (s *Redis) acquireArgs(l *lease, limits []Limit, keys []string) (rkeys, args []string, limitOf []int) {
+	rkeys = make([]string, 1, 1+len(keys))
+	rkeys[0] = s.marker
+	args = make([]string, 3, 3+len(keys))
+	args[0], args[1] = l.member, strconv.FormatInt(s.lease.Milliseconds(), 10)
+	args[2] = "0"
+	if s.open() > 0 {
+		args[2] = "1"
 	}
-	if ref := h.zone.take(sw, h.limits, keys, false); ref != nil {
-		return ref
+	limitOf = make([]int, 0, len(keys)) // rkeys index - 1 → limit index
+	for i, k := range keys {
+		if k == "" {
+			continue // an empty key is not counted
+		}
+		rk := s.prefix + "k:" + hashKey(k)
+		if j := slices.Index(rkeys[1:], rk); j >= 0 {
+			if m, _ := strconv.Atoi(args[3+j]); limits[i].Max < m {
+				args[3+j] = strconv.Itoa(limits[i].Max)
+				limitOf[j] = i
+			}
+			continue
+		}
+		rkeys = append(rkeys, rk)
+		args = append(args, strconv.Itoa(limits[i].Max))
+		limitOf = append(limitOf, i)
 	}
+	return rkeys, args, limitOf
+}
+
+// adopt gives a stream admitted by the local counters while Redis did not
+// count (lost says Redis lost this instance's leases) a lease, registered
+// in Redis when it counts again.
+func (s *Redis) adopt(keys []string, lost bool) *lease {
+	l := s.newLease()
 	for _, k := range keys {
 		rk := s.prefix + "k:" + hashKey(k)
-		if k != "" && !containsString(l.keys, rk) {
+		if k != "" && !slices.Contains(l.keys, rk) {
 			l.keys = append(l.keys, rk)
 		}
 	}
 	s.mu.Lock()
-	s.leases[sw] = l
+	s.leases[l] = struct{}{}
 	s.dirty = true
 	up := s.state.Load() == storeUp
 	s.mu.Unlock()
@@ -279,24 +298,28 @@ func (s *redisStore) admit(h *Handler, sw *streamWriter, keys []string) *refusal
 		// the loop register it now, not at the next renewal
 		s.poke()
 	}
-	return nil
+	return l
+}
+
+func (s *Redis) newLease() *lease {
+	return &lease{member: incarnation + "." + strconv.FormatUint(s.seq.Add(1), 36)}
 }
 
 // open returns the number of this store's open leases.
-func (s *redisStore) open() int {
+func (s *Redis) open() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.leases)
 }
 
-// release removes sw's lease from Redis at once; if Redis is unreachable,
-// when it is back.
-func (s *redisStore) release(sw *streamWriter) {
+// release removes l from Redis at once; if Redis is unreachable, when it
+// is back.
+func (s *Redis) release(l *lease) {
 	s.mu.Lock()
-	l := s.leases[sw]
-	delete(s.leases, sw)
+	_, ok := s.leases[l]
+	delete(s.leases, l)
 	s.mu.Unlock()
-	if l == nil {
+	if !ok {
 		return
 	}
 	l.released.Store(true) // a renewal in flight removes it again
@@ -304,14 +327,14 @@ func (s *redisStore) release(sw *streamWriter) {
 		s.deferRelease(l)
 		return
 	}
-	if err := s.remove([]*redisLease{l}); err != nil {
+	if err := s.remove([]*lease{l}); err != nil {
 		s.trip(err, l)
 	}
 }
 
 // deferRelease keeps l to be removed when Redis answers again. The list
 // is bounded: a member not removed lapses within one lease anyway.
-func (s *redisStore) deferRelease(l *redisLease) {
+func (s *Redis) deferRelease(l *lease) {
 	s.mu.Lock()
 	if len(s.pending) < maxPendingReleases {
 		s.pending = append(s.pending, l)
@@ -320,7 +343,7 @@ func (s *redisStore) deferRelease(l *redisLease) {
 }
 
 // remove deletes the members of ls from their sets, in one round trip.
-func (s *redisStore) remove(ls []*redisLease) error {
+func (s *Redis) remove(ls []*lease) error {
 	return s.call(func(ctx context.Context, c rueidis.Client) error {
 		cmds := make(rueidis.Commands, 0, len(ls))
 		for _, l := range ls {
@@ -339,7 +362,7 @@ func (s *redisStore) remove(ls []*redisLease) error {
 
 // trip marks Redis unreachable after a failed call, once per outage, and
 // keeps l (if any) to be removed when it is back.
-func (s *redisStore) trip(err error, l *redisLease) {
+func (s *Redis) trip(err error, l *lease) {
 	if l != nil {
 		s.deferRelease(l)
 	}
@@ -357,7 +380,7 @@ func (s *redisStore) trip(err error, l *redisLease) {
 
 // resync marks Redis as having lost this instance's leases (restarted
 // empty, or failed over), and asks the loop to register them again.
-func (s *redisStore) resync() {
+func (s *Redis) resync() {
 	if !s.state.CompareAndSwap(storeUp, storeSync) {
 		return
 	}
@@ -366,11 +389,11 @@ func (s *redisStore) resync() {
 	s.poke()
 }
 
-func (s *redisStore) transition(to int32) {
+func (s *Redis) transition(to int32) {
 	s.transitions[to].Add(1)
 }
 
-func (s *redisStore) poke() {
+func (s *Redis) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -379,7 +402,7 @@ func (s *redisStore) poke() {
 
 // Mode says how the zone counts now: "redis", "local" (Redis unreachable)
 // or "resync" (Redis is back, open streams are being registered again).
-func (s *redisStore) Mode() string {
+func (s *Redis) Mode() string {
 	st := s.state.Load()
 	if st == storeDown && s.refuse {
 		return "refuse"
@@ -387,9 +410,27 @@ func (s *redisStore) Mode() string {
 	return storeStateNames[st]
 }
 
+// Zone returns the name of the store's zone.
+func (s *Redis) Zone() string { return s.zone }
+
+// Counting reports whether the zone counts its streams in Redis now.
+func (s *Redis) Counting() bool { return s.up() }
+
+// Modes are the modes Transitions counts, in its order.
+var Modes = storeStateNames
+
+// Transitions returns how many times the store entered each of Modes.
+func (s *Redis) Transitions() [len(storeStateNames)]uint64 {
+	var out [len(storeStateNames)]uint64
+	for i := range s.transitions {
+		out[i] = s.transitions[i].Load()
+	}
+	return out
+}
+
 // loop renews leases every lease/3 while Redis is up, and probes it with
 // a growing backoff while it is not. It is the store's only goroutine.
-func (s *redisStore) loop(ctx context.Context) {
+func (s *Redis) loop(ctx context.Context) {
 	defer close(s.done)
 	every := s.lease / 3
 	backoff := minProbeBackoff
@@ -453,10 +494,10 @@ func (s *redisStore) loop(ctx context.Context) {
 // renew extends the lease of every open stream of this store, re-adding
 // members Redis lost, in batches of renewBatch streams, and sets the
 // instance marker in the last batch.
-func (s *redisStore) renew() error {
+func (s *Redis) renew() error {
 	s.mu.Lock()
-	ls := make([]*redisLease, 0, len(s.leases))
-	for _, l := range s.leases {
+	ls := make([]*lease, 0, len(s.leases))
+	for l := range s.leases {
 		ls = append(ls, l)
 	}
 	s.mu.Unlock()
@@ -491,7 +532,7 @@ func (s *redisStore) renew() error {
 		}
 		// a stream that ended while its batch was in flight may have been
 		// re-added: remove it again
-		var gone []*redisLease
+		var gone []*lease
 		for _, l := range batch {
 			if l.released.Load() {
 				gone = append(gone, l)
@@ -508,7 +549,7 @@ func (s *redisStore) renew() error {
 
 // flushPending removes the members of streams that ended while Redis was
 // unreachable.
-func (s *redisStore) flushPending() {
+func (s *Redis) flushPending() {
 	s.mu.Lock()
 	ls := s.pending
 	s.pending = nil
@@ -536,82 +577,36 @@ func hashKey(k string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-func indexOf(ss []string, s string) int {
-	for i, v := range ss {
-		if v == s {
-			return i
-		}
-	}
-	return -1
-}
-
-func containsString(ss []string, s string) bool { return indexOf(ss, s) >= 0 }
-
 // acquireScript admits a stream: KEYS[1] is the instance marker, KEYS[2..]
 // the limits' sets; ARGV: member, lease (ms), whether the instance has
 // open leases, then each set's max. It returns 0 when the member was added
 // to every set, i (1-based, over the sets) when set i is full, and -1 when
 // the marker is gone while the instance has open leases: Redis lost them,
 // and counting now would over-admit. Expiries come from Redis TIME.
-var acquireScript = rueidis.NewLuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-	if ARGV[3] == '1' then return -1 end
-	redis.call('SET', KEYS[1], '1', 'PX', lease)
-end
-for i = 2, #KEYS do
-	local k = KEYS[i]
-	redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-	if redis.call('ZSCORE', k, ARGV[1]) == false and redis.call('ZCARD', k) >= tonumber(ARGV[i + 2]) then
-		return i - 1
-	end
-end
-for i = 2, #KEYS do
-	local k = KEYS[i]
-	redis.call('ZADD', k, now + lease, ARGV[1])
-	if redis.call('PTTL', k) < lease then redis.call('PEXPIRE', k, lease) end
-end
-return 0
-`)
+var acquireScript = rueidis.NewLuaScript(acquireScriptLua)
+
+//go:embed scripts/acquire.lua
+var acquireScriptLua string
 
 // renewScript extends leases: KEYS[1] is the instance marker, KEYS[2..]
 // the sets; ARGV: lease (ms), whether to set the marker, then per stream
 // its member, its number of sets and their indexes in KEYS. ZADD GT moves
 // an expiry forward only, and adds a member Redis lost.
-var renewScript = rueidis.NewLuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[1])
-local exp = now + lease
-local i = 3
-while i <= #ARGV do
-	local m = ARGV[i]
-	local n = tonumber(ARGV[i + 1])
-	for j = 1, n do
-		redis.call('ZADD', KEYS[tonumber(ARGV[i + 1 + j])], 'GT', exp, m)
-	end
-	i = i + 2 + n
-end
-for j = 2, #KEYS do
-	local k = KEYS[j]
-	redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-	if redis.call('PTTL', k) < lease then redis.call('PEXPIRE', k, lease) end
-end
-if ARGV[2] == '1' then redis.call('SET', KEYS[1], '1', 'PX', lease) end
-return 0
-`)
+var renewScript = rueidis.NewLuaScript(renewScriptLua)
+
+//go:embed scripts/renew.lua
+var renewScriptLua string
 
 // Defaults and bounds.
 const (
-	defaultRedisLease   = 30 * time.Second
-	defaultRedisTimeout = 100 * time.Millisecond
-	defaultRedisPrefix  = "caddy-sse"
-	onErrorLocal        = "local"
-	onErrorRefuse       = "refuse"
-	minDialTimeout      = time.Second // connecting (TCP, TLS, HELLO) may take longer than one call
-	minProbeBackoff     = 250 * time.Millisecond
-	renewBatch          = 500 // streams per renewal script
-	maxPendingReleases  = 100000
+	minProbeBackoff    = 250 * time.Millisecond
+	renewBatch         = 500 // streams per renewal script
+	maxPendingReleases = 100000
 )
+
+// Done is closed when the store's loop has returned, after Destruct.
+func (s *Redis) Done() <-chan struct{} { return s.done }
+
+// SetKey returns the Redis key of the sorted set that counts counter key k
+// (Key): the key holds a hash, so no client address or token reaches Redis.
+func (s *Redis) SetKey(k string) string { return s.prefix + "k:" + hashKey(k) }
