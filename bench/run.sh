@@ -23,7 +23,10 @@
 #   HB_RATES="1500:1s 3000:5s 9900:15s"   heartbeat figure: streams:interval, sse against the floor
 #   HB_GOROUTINES=1500  streams at which goroutines are counted with heartbeats on (1s) and off
 #   FLOOD_CONTENDERS="stock encode sse nginx direct"   throughput figure contenders
-#   FIGURES="memory heartbeat latency throughput gobench"   which figures to run
+#   EVENT_PAIRS=5 EVENT_STREAMS=200 EVENT_EVERY=20ms EVENT_WINDOW=10s
+#                       events figure: Caddy's CPU per event, stock against sse
+#                       (encode + sse), in alternating pairs
+#   FIGURES="memory heartbeat latency throughput events gobench"   which figures to run
 #   ZSTD=1              also measure memory of stock+encode for a zstd-only client (at SMALL_STREAMS)
 #   PIN=1               servers on CPU $SERVER_CPU, load tool and upstream on CPU $CLIENT_CPU
 #   SERVER_CPU=1 CLIENT_CPU=0 BENCH_COUNT=5
@@ -43,7 +46,11 @@ LAT_WINDOW=${LAT_WINDOW:-25s}
 FLOOD_WINDOW=${FLOOD_WINDOW:-10s}
 HB_WINDOW=${HB_WINDOW:-20s}
 SETTLE=${SETTLE:-5s}
-FIGURES=${FIGURES:-memory heartbeat latency throughput gobench}
+FIGURES=${FIGURES:-memory heartbeat latency throughput events gobench}
+EVENT_PAIRS=${EVENT_PAIRS:-5}
+EVENT_STREAMS=${EVENT_STREAMS:-200}
+EVENT_EVERY=${EVENT_EVERY:-20ms}
+EVENT_WINDOW=${EVENT_WINDOW:-10s}
 ZSTD=${ZSTD:-1}
 PIN=${PIN:-1}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -359,6 +366,21 @@ if has throughput; then
 			start_server "$c"
 			load "$c" /flood "$OUT/json/throughput-$c-r$r.json" -n 1 -warmup 1 -ae "$AE" -pid "$SPID" \
 				-settle 1s -window "$FLOOD_WINDOW" || true
+			stop_server
+		done
+	done
+fi
+
+if has events; then
+	# LLM-like token rates: every event its own upstream write. A pair is one
+	# run of each contender, back to back, in alternating order; the report
+	# takes the median of the pairs' ratios
+	for r in $(seq 1 "$EVENT_PAIRS"); do
+		for c in $(order "$r" stock sse); do
+			log "events pair $r $c: $EVENT_STREAMS streams, an event every $EVENT_EVERY, $EVENT_WINDOW"
+			start_server "$c"
+			load "$c" "/tick?every=$EVENT_EVERY" "$OUT/json/events-$c-r$r.json" -stages "$EVENT_STREAMS" -ae "$AE" -pid "$SPID" \
+				-settle 2s -window "$EVENT_WINDOW" || true
 			stop_server
 		done
 	done
