@@ -107,9 +107,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := checkHeartbeatText(v); err != nil {
 				return d.Errf("heartbeat_text: %v", err)
 			}
-			if v == "" {
-				return d.Errf("heartbeat_text: must not be empty")
-			}
 			h.HeartbeatText = v
 
 		case "heartbeat_frame":
@@ -117,8 +114,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if v != frameAuto && v != frameBlock && v != frameLine {
-				return d.Errf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, v)
+			if err := checkHeartbeatFrame(v); err != nil {
+				return d.Errf("heartbeat_frame: %v", err)
 			}
 			h.HeartbeatFrame = v
 
@@ -131,8 +128,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("limit: max %q is not a whole number", args[0])
 			}
-			if max < 1 {
-				return d.Errf("limit: max must be at least 1, got %d", max)
+			if err := checkLimitMax(max); err != nil {
+				return d.Errf("limit: max %v", err)
 			}
 			l := Limit{Max: max}
 			if len(args) == 3 {
@@ -169,8 +166,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if dur == 0 {
-				return d.Errf("retry: %s", errRetryZero)
+			if err := checkRetry(dur, v); err != nil {
+				return d.Errf("retry: %v", err)
 			}
 			cd := caddy.Duration(dur)
 			h.Retry = &cd
@@ -181,8 +178,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			code, err := strconv.Atoi(v)
-			if err != nil || !validRefuseStatus(code) {
-				return d.Errf("refuse_status: %s, got %q", errRefuseStatus, v)
+			if err != nil {
+				code = 0 // not a number: refused as a code out of range is
+			}
+			if err := checkRefuseStatus(code, strconv.Quote(v)); err != nil {
+				return d.Errf("refuse_status: %v", err)
 			}
 			h.RefuseStatus = code
 
@@ -246,24 +246,18 @@ func oneArg(d *caddyfile.Dispenser, sub string) (string, error) {
 	return v, nil
 }
 
-// parseDuration parses a non-negative duration such as 15s or 1d.
+// parseDuration parses a duration such as 15s or 1d, and checks it with
+// checkDurationAs.
 func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
 		return 0, d.Errf("%s: %s", sub, durationHint(sub, v))
 	}
-	if dur < 0 {
-		return 0, d.Errf("%s: must not be negative, got %s", sub, v)
-	}
-	if dur > maxConfigDuration {
-		return 0, d.Errf("%s: %s is longer than the %s allowed", sub, v, maxConfigDuration)
+	if err := checkDurationAs(dur, v); err != nil {
+		return 0, d.Errf("%s: %v", sub, err)
 	}
 	return dur, nil
 }
-
-// maxConfigDuration caps every configured duration; larger values are
-// mistakes (and would overflow the stream timers' arithmetic).
-const maxConfigDuration = 365 * 24 * time.Hour
 
 // Interface guards
 var (

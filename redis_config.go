@@ -106,40 +106,41 @@ type RedisTLS struct {
 // "redis". It never quotes the address or the password: either may hold a
 // secret.
 func (r *RedisStore) check() error {
-	if r.Address == "" {
-		return errors.New("redis.address: required")
+	return firstFailure([]fieldCheck{
+		{"redis.address", checkRedisAddress(r.Address)},
+		{"redis.db", checkRedisDB(r.DB)},
+		{"redis.key_prefix", checkRedisName(r.KeyPrefix)},
+		{"redis.lease", ifSet(time.Duration(r.Lease), inJSON(checkRedisLease))},
+		{"redis.lease", checkDuration(r.Lease)},
+		{"redis.timeout", ifSet(time.Duration(r.Timeout), inJSON(checkRedisTimeout))},
+		{"redis.timeout", checkTimeoutOfLease(r.timeout(), r.lease())},
+		{"redis.on_error", ifSet(r.OnError, checkOnError)},
+	})
+}
+
+// checkRedisAddress accepts a Redis address: required, and a URL must be
+// a redis, rediss or unix one. An address with placeholders is checked
+// once they are expanded (clientOption). It never quotes the address.
+func checkRedisAddress(addr string) error {
+	if addr == "" {
+		return errors.New("required")
 	}
-	if strings.Contains(r.Address, "://") && !strings.Contains(r.Address, "{") {
-		u, err := url.Parse(r.Address)
+	if strings.Contains(addr, "://") && !strings.Contains(addr, "{") {
+		u, err := url.Parse(addr)
 		if err != nil {
-			return errors.New("redis.address: not a valid URL")
+			return errors.New("not a valid URL")
 		}
 		if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
-			return fmt.Errorf("redis.address: the URL scheme must be redis, rediss or unix, got %q", u.Scheme)
+			return fmt.Errorf("the URL scheme must be redis, rediss or unix, got %q", u.Scheme)
 		}
 	}
-	if r.DB < 0 {
-		return fmt.Errorf("redis.db: must not be negative, got %d", r.DB)
-	}
-	if err := checkRedisName(r.KeyPrefix); err != nil {
-		return fmt.Errorf("redis.key_prefix: %w", err)
-	}
-	if r.Lease != 0 && time.Duration(r.Lease) < time.Second {
-		return fmt.Errorf("redis.lease: must be at least 1s, got %s", time.Duration(r.Lease))
-	}
-	if err := checkDuration(r.Lease); err != nil {
-		return fmt.Errorf("redis.lease: %w", err)
-	}
-	if r.Timeout < 0 {
-		return fmt.Errorf("redis.timeout: must not be negative, got %s", time.Duration(r.Timeout))
-	}
-	if lease, timeout := r.lease(), r.timeout(); timeout > lease/3 {
-		return fmt.Errorf("redis.timeout: %s is more than a third of the lease (%s)", timeout, lease)
-	}
-	switch r.OnError {
-	case "", onErrorLocal, onErrorRefuse:
-	default:
-		return fmt.Errorf("redis.on_error: must be %q or %q, got %q", onErrorLocal, onErrorRefuse, r.OnError)
+	return nil
+}
+
+// checkRedisDB accepts a database number: not negative.
+func checkRedisDB(n int) error {
+	if n < 0 {
+		return fmt.Errorf("must not be negative, got %d", n)
 	}
 	return nil
 }
@@ -152,6 +153,47 @@ func checkRedisName(s string) error {
 	return nil
 }
 
+// checkRedisLease accepts a lease, spelt as: at least 1s (besides
+// checkDurationAs).
+func checkRedisLease(d time.Duration, as string) error {
+	if d < time.Second {
+		return fmt.Errorf("must be at least 1s, got %s", as)
+	}
+	return nil
+}
+
+// checkRedisTimeout accepts the timeout of a Redis call, spelt as: more
+// than 0. Its maximum is checkTimeoutOfLease's.
+func checkRedisTimeout(d time.Duration, as string) error {
+	if err := checkNotNegative(d, as); err != nil {
+		return err
+	}
+	if d == 0 {
+		return errors.New("must be more than 0")
+	}
+	return nil
+}
+
+// checkTimeoutOfLease accepts a timeout of at most a third of the lease:
+// leases are renewed every third of theirs, and a renewal must end, or
+// time out, before the next is due.
+func checkTimeoutOfLease(timeout, lease time.Duration) error {
+	if timeout > lease/3 {
+		return fmt.Errorf("%s is more than a third of the lease (%s)", timeout, lease)
+	}
+	return nil
+}
+
+// checkOnError accepts what to do with new streams while Redis is
+// unreachable: local or refuse.
+func checkOnError(s string) error {
+	if s != onErrorLocal && s != onErrorRefuse {
+		return fmt.Errorf("must be %q or %q, got %q", onErrorLocal, onErrorRefuse, s)
+	}
+	return nil
+}
+
+// lease is the lease, Lease or its default.
 func (r *RedisStore) lease() time.Duration {
 	if r.Lease == 0 {
 		return defaultRedisLease
@@ -159,6 +201,7 @@ func (r *RedisStore) lease() time.Duration {
 	return time.Duration(r.Lease)
 }
 
+// timeout is the timeout of a Redis call, Timeout or its default.
 func (r *RedisStore) timeout() time.Duration {
 	if r.Timeout == 0 {
 		return defaultRedisTimeout
@@ -166,6 +209,7 @@ func (r *RedisStore) timeout() time.Duration {
 	return time.Duration(r.Timeout)
 }
 
+// onError is what to do while Redis is unreachable, OnError or its default.
 func (r *RedisStore) onError() string {
 	if r.OnError == "" {
 		return onErrorLocal
@@ -173,6 +217,7 @@ func (r *RedisStore) onError() string {
 	return r.OnError
 }
 
+// prefix is the prefix of the keys, KeyPrefix or its default.
 func (r *RedisStore) prefix() string {
 	if r.KeyPrefix == "" {
 		return defaultRedisPrefix
@@ -303,7 +348,7 @@ func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
+			if err != nil || checkRedisDB(n) != nil {
 				return d.Errf("redis: db: want a database number, got %q", v)
 			}
 			r.DB = n
@@ -342,13 +387,13 @@ func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if sub == "lease" {
-				if dur < time.Second {
-					return d.Errf("redis: lease: must be at least 1s, got %s", v)
+				if err := checkRedisLease(dur, v); err != nil {
+					return d.Errf("redis: lease: %v", err)
 				}
 				r.Lease = caddy.Duration(dur)
 			} else {
-				if dur == 0 {
-					return d.Errf("redis: timeout: must be more than 0")
+				if err := checkRedisTimeout(dur, v); err != nil {
+					return d.Errf("redis: timeout: %v", err)
 				}
 				r.Timeout = caddy.Duration(dur)
 			}
@@ -357,8 +402,8 @@ func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if v != onErrorLocal && v != onErrorRefuse {
-				return d.Errf("redis: on_error: must be %q or %q, got %q", onErrorLocal, onErrorRefuse, v)
+			if err := checkOnError(v); err != nil {
+				return d.Errf("redis: on_error: %v", err)
 			}
 			r.OnError = v
 		default:
