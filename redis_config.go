@@ -322,97 +322,81 @@ func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("redis: %s already specified", sub)
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("redis: %s already specified", opt)
 		}
-		seen[sub] = true
-		switch sub {
-		case "username":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			r.Username = v
-		case "password":
-			if !d.NextArg() {
-				return d.Errf("redis: password: missing value")
-			}
-			r.Password = d.Val()
-			if d.NextArg() {
-				return d.Errf("redis: password: one value expected, got an extra argument")
-			}
-		case "db":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || checkRedisDB(n) != nil {
-				return d.Errf("redis: db: want a database number, got %q", v)
-			}
-			r.DB = n
-		case "tls":
-			t := new(RedisTLS)
-			for d.NextArg() {
-				switch d.Val() {
-				case "insecure":
-					t.InsecureSkipVerify = true
-				case "ca":
-					if !d.NextArg() {
-						return d.Errf("redis: tls: ca: missing file")
-					}
-					t.CA = d.Val()
-				default:
-					return d.Errf("redis: tls: want [insecure] [ca <file>], got %q", d.Val())
-				}
-			}
-			r.TLS = t
-		case "key_prefix":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			if err := checkRedisName(v); err != nil {
-				return d.Errf("redis: key_prefix: %v", err)
-			}
-			r.KeyPrefix = v
-		case "lease", "timeout":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			dur, err := parseDuration(d, "redis: "+sub, v)
-			if err != nil {
-				return err
-			}
-			if sub == "lease" {
-				if err := checkRedisLease(dur, v); err != nil {
-					return d.Errf("redis: lease: %v", err)
-				}
-				r.Lease = caddy.Duration(dur)
-			} else {
-				if err := checkRedisTimeout(dur, v); err != nil {
-					return d.Errf("redis: timeout: %v", err)
-				}
-				r.Timeout = caddy.Duration(dur)
-			}
-		case "on_error":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			if err := checkOnError(v); err != nil {
-				return d.Errf("redis: on_error: %v", err)
-			}
-			r.OnError = v
-		default:
-			return d.Errf("redis: unrecognized option %q", sub)
+		seen[opt] = true
+		parse, known := redisOptions[opt]
+		if !known {
+			return d.Errf("redis: unrecognized option %q", opt)
+		}
+		if err := parse(r, d, "redis: "+opt); err != nil {
+			return err
 		}
 	}
 	if err := r.check(); err != nil {
 		return d.Errf("%v", err)
 	}
+	return nil
+}
+
+// redisOptions are the parsers of the redis block's options, by name.
+// Each checks the syntax and hands the value to the checker that check
+// uses too.
+var redisOptions = map[string]subdirectiveParser[RedisStore]{
+	"username":   stringArg(func(r *RedisStore, v string) { r.Username = v }, nil),
+	"password":   (*RedisStore).parsePassword,
+	"db":         (*RedisStore).parseDB,
+	"tls":        (*RedisStore).parseTLS,
+	"key_prefix": stringArg(func(r *RedisStore, v string) { r.KeyPrefix = v }, checkRedisName),
+	"lease":      durationArg(func(r *RedisStore, d caddy.Duration) { r.Lease = d }, checkRedisLease),
+	"timeout":    durationArg(func(r *RedisStore, d caddy.Duration) { r.Timeout = d }, checkRedisTimeout),
+	"on_error":   stringArg(func(r *RedisStore, v string) { r.OnError = v }, checkOnError),
+}
+
+// parsePassword parses password <secret>, and never quotes it.
+func (r *RedisStore) parsePassword(d *caddyfile.Dispenser, name string) error {
+	if !d.NextArg() {
+		return d.Errf("%s: missing value", name)
+	}
+	r.Password = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: one value expected, got an extra argument", name)
+	}
+	return nil
+}
+
+// parseDB parses db <n>.
+func (r *RedisStore) parseDB(d *caddyfile.Dispenser, name string) error {
+	v, err := oneArg(d, name)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(v); err == nil && checkRedisDB(n) == nil {
+		r.DB = n
+		return nil
+	}
+	return d.Errf("%s: want a database number, got %q", name, v)
+}
+
+// parseTLS parses tls [insecure] [ca <file>].
+func (r *RedisStore) parseTLS(d *caddyfile.Dispenser, name string) error {
+	t := new(RedisTLS)
+	for d.NextArg() {
+		switch d.Val() {
+		case "insecure":
+			t.InsecureSkipVerify = true
+		case "ca":
+			if !d.NextArg() {
+				return d.Errf("%s: ca: missing file", name)
+			}
+			t.CA = d.Val()
+		default:
+			return d.Errf("%s: want [insecure] [ca <file>], got %q", name, d.Val())
+		}
+	}
+	r.TLS = t
 	return nil
 }
 
