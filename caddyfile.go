@@ -68,170 +68,197 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
 		sub := d.Val()
-		if sub != "limit" && seen[sub] {
+		parse, known := sseSubdirectives[sub]
+		switch {
+		case !known:
+			return d.Errf("unrecognized sse subdirective %q", sub)
+		case seen[sub] && sub != "limit":
 			return d.Errf("%s already specified", sub)
 		}
 		seen[sub] = true
-		switch sub {
-		case "types":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("types: at least one media type is required")
-			}
-			for _, t := range args {
-				if err := checkMediaType(t); err != nil {
-					return d.Errf("types: %v", err)
-				}
-			}
-			h.Types = append(h.Types, args...)
-
-		case "heartbeat":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			var dur time.Duration
-			if v != "off" {
-				if dur, err = parseDuration(d, sub, v); err != nil {
-					return err
-				}
-			}
-			cd := caddy.Duration(dur)
-			h.Heartbeat = &cd
-
-		case "heartbeat_text":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			if err := checkHeartbeatText(v); err != nil {
-				return d.Errf("heartbeat_text: %v", err)
-			}
-			if v == "" {
-				return d.Errf("heartbeat_text: must not be empty")
-			}
-			h.HeartbeatText = v
-
-		case "heartbeat_frame":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			if v != frameAuto && v != frameBlock && v != frameLine {
-				return d.Errf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, v)
-			}
-			h.HeartbeatFrame = v
-
-		case "limit":
-			args := d.RemainingArgs()
-			if len(args) != 1 && len(args) != 3 {
-				return d.Errf("limit: want <max> [per <key>], got %d arguments", len(args))
-			}
-			max, err := strconv.Atoi(args[0])
-			if err != nil {
-				return d.Errf("limit: max %q is not a whole number", args[0])
-			}
-			if max < 1 {
-				return d.Errf("limit: max must be at least 1, got %d", max)
-			}
-			l := Limit{Max: max}
-			if len(args) == 3 {
-				if args[1] != "per" {
-					return d.Errf("limit: want \"per\" after the max, got %q", args[1])
-				}
-				if err := checkLimitKey(args[2]); err != nil {
-					return d.Errf("limit: per: %v", err)
-				}
-				l.Per = args[2]
-			}
-			h.Limits = append(h.Limits, l)
-
-		case "zone":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			h.Zone = v
-
-		case "redis":
-			h.Redis = new(RedisStore)
-			if err := h.Redis.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
-			continue // its block is its own
-
-		case "retry":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			dur, err := parseDuration(d, sub, v)
-			if err != nil {
-				return err
-			}
-			if dur == 0 {
-				return d.Errf("retry: %s", errRetryZero)
-			}
-			cd := caddy.Duration(dur)
-			h.Retry = &cd
-
-		case "refuse_status":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			code, err := strconv.Atoi(v)
-			if err != nil || !validRefuseStatus(code) {
-				return d.Errf("refuse_status: %s, got %q", errRefuseStatus, v)
-			}
-			h.RefuseStatus = code
-
-		case "upstream_errors":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			switch v {
-			case "retry":
-				h.PassUpstreamErrors = false
-			case "pass":
-				h.PassUpstreamErrors = true
-			default:
-				return d.Errf("upstream_errors: must be \"retry\" or \"pass\", got %q", v)
-			}
-
-		case "log_key":
-			if d.NextArg() {
-				return d.Errf("log_key takes no arguments, got %q", d.Val())
-			}
-			h.LogKey = true
-
-		case "max_duration", "idle_timeout", "drain_on_reload":
-			v, err := oneArg(d, sub)
-			if err != nil {
-				return err
-			}
-			dur, err := parseDuration(d, sub, v)
-			if err != nil {
-				return err
-			}
-			switch sub {
-			case "max_duration":
-				h.MaxDuration = caddy.Duration(dur)
-			case "idle_timeout":
-				h.IdleTimeout = caddy.Duration(dur)
-			default:
-				h.DrainOnReload = caddy.Duration(dur)
-			}
-
-		default:
-			return d.Errf("unrecognized sse subdirective %q", sub)
+		if err := parse(h, d, sub); err != nil {
+			return err
 		}
-		if d.NextBlock(1) {
+		if sub != "redis" && d.NextBlock(1) { // redis's block is its own
 			return d.Errf("%s does not take a block", sub)
 		}
 	}
 	return nil
+}
+
+// A subdirectiveParser parses the subdirective name into t, the dispenser
+// on its name. name is also how its messages name it.
+type subdirectiveParser[T any] func(t *T, d *caddyfile.Dispenser, name string) error
+
+// sseSubdirectives are the parsers of the sse block's subdirectives, by
+// name. Each checks the syntax and hands the value to the checker that
+// Validate uses too (validate.go).
+var sseSubdirectives = map[string]subdirectiveParser[Handler]{
+	"types":           (*Handler).parseTypes,
+	"heartbeat":       (*Handler).parseHeartbeat,
+	"heartbeat_text":  stringArg(func(h *Handler, v string) { h.HeartbeatText = v }, checkHeartbeatText),
+	"heartbeat_frame": stringArg(func(h *Handler, v string) { h.HeartbeatFrame = v }, checkHeartbeatFrame),
+	"limit":           (*Handler).parseLimit,
+	"zone":            stringArg(func(h *Handler, v string) { h.Zone = v }, nil),
+	"redis":           (*Handler).parseRedis,
+	"retry":           durationArg(func(h *Handler, d caddy.Duration) { h.Retry = &d }, checkRetry),
+	"refuse_status":   (*Handler).parseRefuseStatus,
+	"upstream_errors": (*Handler).parseUpstreamErrors,
+	"log_key":         (*Handler).parseLogKey,
+	"max_duration":    durationArg(func(h *Handler, d caddy.Duration) { h.MaxDuration = d }, nil),
+	"idle_timeout":    durationArg(func(h *Handler, d caddy.Duration) { h.IdleTimeout = d }, nil),
+	"drain_on_reload": durationArg(func(h *Handler, d caddy.Duration) { h.DrainOnReload = d }, nil),
+}
+
+// parseTypes parses types <media-type>...
+func (h *Handler) parseTypes(d *caddyfile.Dispenser, name string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s: at least one media type is required", name)
+	}
+	for _, t := range args {
+		if err := checkMediaType(t); err != nil {
+			return d.Errf("%s: %v", name, err)
+		}
+	}
+	h.Types = append(h.Types, args...)
+	return nil
+}
+
+// parseHeartbeat parses heartbeat <interval>|off.
+func (h *Handler) parseHeartbeat(d *caddyfile.Dispenser, name string) error {
+	v, err := oneArg(d, name)
+	if err != nil {
+		return err
+	}
+	var dur time.Duration
+	if v != "off" {
+		if dur, err = parseDuration(d, name, v); err != nil {
+			return err
+		}
+	}
+	cd := caddy.Duration(dur)
+	h.Heartbeat = &cd
+	return nil
+}
+
+// parseLimit parses limit <max> [per <key>].
+func (h *Handler) parseLimit(d *caddyfile.Dispenser, name string) error {
+	args := d.RemainingArgs()
+	if len(args) != 1 && len(args) != 3 {
+		return d.Errf("%s: want <max> [per <key>], got %d arguments", name, len(args))
+	}
+	max, err := strconv.Atoi(args[0])
+	if err != nil {
+		return d.Errf("%s: max %q is not a whole number", name, args[0])
+	}
+	if err := checkLimitMax(max); err != nil {
+		return d.Errf("%s: max %v", name, err)
+	}
+	l := Limit{Max: max}
+	if len(args) == 3 {
+		if args[1] != "per" {
+			return d.Errf("%s: want \"per\" after the max, got %q", name, args[1])
+		}
+		if err := checkLimitKey(args[2]); err != nil {
+			return d.Errf("%s: per: %v", name, err)
+		}
+		l.Per = args[2]
+	}
+	h.Limits = append(h.Limits, l)
+	return nil
+}
+
+// parseRedis parses redis <address> { ... }, block included.
+func (h *Handler) parseRedis(d *caddyfile.Dispenser, _ string) error {
+	h.Redis = new(RedisStore)
+	return h.Redis.unmarshalCaddyfile(d)
+}
+
+// parseRefuseStatus parses refuse_status <code>.
+func (h *Handler) parseRefuseStatus(d *caddyfile.Dispenser, name string) error {
+	v, err := oneArg(d, name)
+	if err != nil {
+		return err
+	}
+	code, err := strconv.Atoi(v)
+	if err != nil {
+		code = 0 // not a number: refused as a code out of range is
+	}
+	if err := checkRefuseStatus(code, strconv.Quote(v)); err != nil {
+		return d.Errf("%s: %v", name, err)
+	}
+	h.RefuseStatus = code
+	return nil
+}
+
+// parseUpstreamErrors parses upstream_errors retry|pass.
+func (h *Handler) parseUpstreamErrors(d *caddyfile.Dispenser, name string) error {
+	v, err := oneArg(d, name)
+	if err != nil {
+		return err
+	}
+	switch v {
+	case "retry":
+		h.PassUpstreamErrors = false
+	case "pass":
+		h.PassUpstreamErrors = true
+	default:
+		return d.Errf("%s: must be \"retry\" or \"pass\", got %q", name, v)
+	}
+	return nil
+}
+
+// parseLogKey parses log_key, which takes no arguments.
+func (h *Handler) parseLogKey(d *caddyfile.Dispenser, name string) error {
+	if d.NextArg() {
+		return d.Errf("%s takes no arguments, got %q", name, d.Val())
+	}
+	h.LogKey = true
+	return nil
+}
+
+// stringArg returns the parser of a subdirective of one value, which
+// check (unless nil) accepts, and set stores.
+func stringArg[T any](set func(*T, string), check func(string) error) subdirectiveParser[T] {
+	return func(t *T, d *caddyfile.Dispenser, name string) error {
+		v, err := oneArg(d, name)
+		if err == nil && check != nil {
+			err = argError(d, name, check(v))
+		}
+		if err == nil {
+			set(t, v)
+		}
+		return err
+	}
+}
+
+// durationArg returns the parser of a subdirective of one duration, which
+// check (unless nil) accepts besides checkDurationAs, and set stores.
+func durationArg[T any](set func(*T, caddy.Duration), check durationCheck) subdirectiveParser[T] {
+	return func(t *T, d *caddyfile.Dispenser, name string) error {
+		v, err := oneArg(d, name)
+		if err != nil {
+			return err
+		}
+		dur, err := parseDuration(d, name, v)
+		if err == nil && check != nil {
+			err = argError(d, name, check(dur, v))
+		}
+		if err == nil {
+			set(t, caddy.Duration(dur))
+		}
+		return err
+	}
+}
+
+// argError is a checker's err about the value of subdirective name, at
+// the dispenser's line; nil if err is.
+func argError(d *caddyfile.Dispenser, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return d.Errf("%s: %v", name, err)
 }
 
 // oneArg returns the single argument of subdirective sub.
@@ -246,24 +273,15 @@ func oneArg(d *caddyfile.Dispenser, sub string) (string, error) {
 	return v, nil
 }
 
-// parseDuration parses a non-negative duration such as 15s or 1d.
+// parseDuration parses a duration such as 15s or 1d, and checks it with
+// checkDurationAs.
 func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
 		return 0, d.Errf("%s: %s", sub, durationHint(sub, v))
 	}
-	if dur < 0 {
-		return 0, d.Errf("%s: must not be negative, got %s", sub, v)
-	}
-	if dur > maxConfigDuration {
-		return 0, d.Errf("%s: %s is longer than the %s allowed", sub, v, maxConfigDuration)
-	}
-	return dur, nil
+	return dur, argError(d, sub, checkDurationAs(dur, v))
 }
-
-// maxConfigDuration caps every configured duration; larger values are
-// mistakes (and would overflow the stream timers' arithmetic).
-const maxConfigDuration = 365 * 24 * time.Hour
 
 // Interface guards
 var (

@@ -46,22 +46,18 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "sse", Name: "streams_open",
 		Help: "Event streams open now.",
 	}, []string{"server"}),
-	total: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sse", Name: "streams_total",
-		Help: "Event streams opened.",
-	}, []string{"server"}),
-	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sse", Name: "streams_refused_total",
-		Help: "Streams refused, by reason: limit (a limit of the zone was full), upstream (the upstream failed before the stream began, and the EventSource client was told to come back with a retry field) or redis (the zone's Redis was unreachable, with on_error refuse).",
-	}, []string{"server", "zone", "reason"}),
-	ended: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sse", Name: "streams_ended_total",
-		Help: "Streams ended, by reason: client, upstream, max_duration, idle_timeout, shutdown, drain, error.",
-	}, []string{"server", "zone", "reason"}),
-	heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "sse", Name: "heartbeats_total",
-		Help: "Heartbeat comments written.",
-	}, []string{"server"}),
+	total: newCounterVec("streams_total",
+		"Event streams opened.",
+		"server"),
+	refused: newCounterVec("streams_refused_total",
+		"Streams refused, by reason: limit (a limit of the zone was full), upstream (the upstream failed before the stream began, and the EventSource client was told to come back with a retry field) or redis (the zone's Redis was unreachable, with on_error refuse).",
+		"server", "zone", "reason"),
+	ended: newCounterVec("streams_ended_total",
+		"Streams ended, by reason: client, upstream, max_duration, idle_timeout, shutdown, drain, error.",
+		"server", "zone", "reason"),
+	heartbeats: newCounterVec("heartbeats_total",
+		"Heartbeat comments written.",
+		"server"),
 	firstByte: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "first_byte_seconds",
 		Help:    "Time from the request to the first byte of the upstream's stream body: time to first event or token.",
@@ -73,6 +69,15 @@ var metrics = struct {
 		Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600},
 	}, []string{"server"}),
 	zones: newZoneCollector(),
+}
+
+// newCounterVec returns the counter family caddy_sse_<name>, with these
+// help text and labels.
+func newCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse", Name: name,
+		Help: help,
+	}, labels)
 }
 
 // registerMetrics registers the collectors on reg, once per registry.

@@ -217,56 +217,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 // Validate ensures h's configuration is valid. Every message names the
-// field as it is written in JSON.
+// field as it is written in JSON. The checks are those of the Caddyfile
+// (validate.go), on the fields that are set.
 func (h *Handler) Validate() error {
-	if h.Heartbeat != nil {
-		if err := checkDuration(*h.Heartbeat); err != nil {
-			return fmt.Errorf("heartbeat: %w", err)
-		}
-	}
-	if err := checkHeartbeatText(h.HeartbeatText); err != nil {
-		return fmt.Errorf("heartbeat_text: %w", err)
-	}
-	switch h.HeartbeatFrame {
-	case "", frameAuto, frameBlock, frameLine:
-	default:
-		return fmt.Errorf("heartbeat_frame: must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, h.HeartbeatFrame)
+	checks := []fieldCheck{
+		{"heartbeat", optional(h.Heartbeat, inJSON(checkDurationAs))},
+		{"heartbeat_text", ifSet(h.HeartbeatText, checkHeartbeatText)},
+		{"heartbeat_frame", ifSet(h.HeartbeatFrame, checkHeartbeatFrame)},
 	}
 	for i, t := range h.Types {
-		if err := checkMediaType(t); err != nil {
-			return fmt.Errorf("types[%d]: %w", i, err)
-		}
+		checks = append(checks, fieldCheck{fmt.Sprintf("types[%d]", i), checkMediaType(t)})
 	}
 	for i, l := range h.Limits {
-		if l.Max < 1 {
-			return fmt.Errorf("limits[%d].max: must be at least 1, got %d", i, l.Max)
-		}
-		if err := checkLimitKey(l.Per); err != nil {
-			return fmt.Errorf("limits[%d].per: %w", i, err)
-		}
+		checks = append(checks,
+			fieldCheck{fmt.Sprintf("limits[%d].max", i), checkLimitMax(l.Max)},
+			fieldCheck{fmt.Sprintf("limits[%d].per", i), checkLimitKey(l.Per)})
 	}
-	if h.Retry != nil {
-		if err := checkDuration(*h.Retry); err != nil {
-			return fmt.Errorf("retry: %w", err)
-		}
-		if *h.Retry == 0 {
-			return fmt.Errorf("retry: %s", errRetryZero)
-		}
-	}
-	for _, d := range []struct {
-		field string
-		val   caddy.Duration
-	}{
-		{"max_duration", h.MaxDuration},
-		{"idle_timeout", h.IdleTimeout},
-		{"drain_on_reload", h.DrainOnReload},
-	} {
-		if err := checkDuration(d.val); err != nil {
-			return fmt.Errorf("%s: %w", d.field, err)
-		}
-	}
-	if h.RefuseStatus != 0 && !validRefuseStatus(h.RefuseStatus) {
-		return fmt.Errorf("refuse_status: %s, got %d", errRefuseStatus, h.RefuseStatus)
+	checks = append(checks,
+		fieldCheck{"retry", optional(h.Retry, inJSON(checkDurationAs))},
+		fieldCheck{"retry", optional(h.Retry, inJSON(checkRetry))},
+		fieldCheck{"max_duration", checkDuration(h.MaxDuration)},
+		fieldCheck{"idle_timeout", checkDuration(h.IdleTimeout)},
+		fieldCheck{"drain_on_reload", checkDuration(h.DrainOnReload)},
+		fieldCheck{"refuse_status", ifSet(h.RefuseStatus, inJSON(checkRefuseStatus))},
+	)
+	if err := firstFailure(checks); err != nil {
+		return err
 	}
 	return h.checkRedis()
 }
@@ -277,39 +253,6 @@ func (h *Handler) Cleanup() error {
 	metrics.zones.remove(h)
 	return h.cleanupLimits()
 }
-
-// checkDuration rejects negative durations, and durations longer than the
-// Caddyfile accepts, so a JSON config means what the same Caddyfile would:
-// larger values are mistakes, and near the maximum a stream's deadline
-// (now + duration) overflows and comes out in the past.
-func checkDuration(d caddy.Duration) error {
-	if d < 0 {
-		return fmt.Errorf("must not be negative, got %s", time.Duration(d))
-	}
-	if time.Duration(d) > maxConfigDuration {
-		return fmt.Errorf("%s is longer than the %s allowed", time.Duration(d), maxConfigDuration)
-	}
-	return nil
-}
-
-// checkHeartbeatText rejects text that would end the comment line early.
-func checkHeartbeatText(s string) error {
-	if i := strings.IndexAny(s, "\r\n\x00"); i >= 0 {
-		return fmt.Errorf("must not contain CR, LF or NUL (found %q at byte %d)", s[i], i)
-	}
-	return nil
-}
-
-// checkMediaType accepts a bare media type such as application/x-ndjson.
-// validRefuseStatus reports whether code may answer a refused stream.
-func validRefuseStatus(code int) bool { return code >= 400 && code <= 599 }
-
-// Wordings shared by the Caddyfile and JSON paths, so a mistake reads the
-// same whichever way the config was written.
-const (
-	errRefuseStatus = "must be a 4xx or 5xx status code, such as 503 or 429"
-	errRetryZero    = "must be more than 0 (a client told \"retry: 0\" reconnects at once)"
-)
 
 // durationHint explains why v is not a duration of field: a bare number
 // most often means a unit was left out.
@@ -355,17 +298,6 @@ func (h *Handler) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("%s: want a duration string such as \"15s\", or a number of nanoseconds, got %s", name, raw)
 	}
 	return err
-}
-
-func checkMediaType(s string) error {
-	mt, params, err := mime.ParseMediaType(s)
-	if err != nil {
-		return fmt.Errorf("invalid media type %q: %v", s, err)
-	}
-	if len(params) > 0 || !strings.Contains(mt, "/") || strings.Contains(mt, "*") {
-		return fmt.Errorf("invalid media type %q: want type/subtype without parameters or wildcards", s)
-	}
-	return nil
 }
 
 // Sentinel errors, for errors.Is and handle_errors.

@@ -107,40 +107,41 @@ type RedisTLS struct {
 // "redis". It never quotes the address or the password: either may hold a
 // secret.
 func (r *RedisStore) check() error {
-	if r.Address == "" {
-		return errors.New("redis.address: required")
+	return firstFailure([]fieldCheck{
+		{"redis.address", checkRedisAddress(r.Address)},
+		{"redis.db", checkRedisDB(r.DB)},
+		{"redis.key_prefix", checkRedisName(r.KeyPrefix)},
+		{"redis.lease", ifSet(time.Duration(r.Lease), inJSON(checkRedisLease))},
+		{"redis.lease", checkDuration(r.Lease)},
+		{"redis.timeout", ifSet(time.Duration(r.Timeout), inJSON(checkRedisTimeout))},
+		{"redis.timeout", checkTimeoutOfLease(r.timeout(), r.lease())},
+		{"redis.on_error", ifSet(r.OnError, checkOnError)},
+	})
+}
+
+// checkRedisAddress accepts a Redis address: required, and a URL must be
+// a redis, rediss or unix one. An address with placeholders is checked
+// once they are expanded (clientOption). It never quotes the address.
+func checkRedisAddress(addr string) error {
+	if addr == "" {
+		return errors.New("required")
 	}
-	if strings.Contains(r.Address, "://") && !strings.Contains(r.Address, "{") {
-		u, err := url.Parse(r.Address)
+	if strings.Contains(addr, "://") && !strings.Contains(addr, "{") {
+		u, err := url.Parse(addr)
 		if err != nil {
-			return errors.New("redis.address: not a valid URL")
+			return errors.New("not a valid URL")
 		}
 		if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
-			return fmt.Errorf("redis.address: the URL scheme must be redis, rediss or unix, got %q", u.Scheme)
+			return fmt.Errorf("the URL scheme must be redis, rediss or unix, got %q", u.Scheme)
 		}
 	}
-	if r.DB < 0 {
-		return fmt.Errorf("redis.db: must not be negative, got %d", r.DB)
-	}
-	if err := checkRedisName(r.KeyPrefix); err != nil {
-		return fmt.Errorf("redis.key_prefix: %w", err)
-	}
-	if r.Lease != 0 && time.Duration(r.Lease) < time.Second {
-		return fmt.Errorf("redis.lease: must be at least 1s, got %s", time.Duration(r.Lease))
-	}
-	if err := checkDuration(r.Lease); err != nil {
-		return fmt.Errorf("redis.lease: %w", err)
-	}
-	if r.Timeout < 0 {
-		return fmt.Errorf("redis.timeout: must not be negative, got %s", time.Duration(r.Timeout))
-	}
-	if lease, timeout := r.lease(), r.timeout(); timeout > lease/3 {
-		return fmt.Errorf("redis.timeout: %s is more than a third of the lease (%s)", timeout, lease)
-	}
-	switch r.OnError {
-	case "", onErrorLocal, onErrorRefuse:
-	default:
-		return fmt.Errorf("redis.on_error: must be %q or %q, got %q", onErrorLocal, onErrorRefuse, r.OnError)
+	return nil
+}
+
+// checkRedisDB accepts a database number: not negative.
+func checkRedisDB(n int) error {
+	if n < 0 {
+		return fmt.Errorf("must not be negative, got %d", n)
 	}
 	return nil
 }
@@ -153,6 +154,47 @@ func checkRedisName(s string) error {
 	return nil
 }
 
+// checkRedisLease accepts a lease, spelt as: at least 1s (besides
+// checkDurationAs).
+func checkRedisLease(d time.Duration, as string) error {
+	if d < time.Second {
+		return fmt.Errorf("must be at least 1s, got %s", as)
+	}
+	return nil
+}
+
+// checkRedisTimeout accepts the timeout of a Redis call, spelt as: more
+// than 0. Its maximum is checkTimeoutOfLease's.
+func checkRedisTimeout(d time.Duration, as string) error {
+	if err := checkNotNegative(d, as); err != nil {
+		return err
+	}
+	if d == 0 {
+		return errors.New("must be more than 0")
+	}
+	return nil
+}
+
+// checkTimeoutOfLease accepts a timeout of at most a third of the lease:
+// leases are renewed every third of theirs, and a renewal must end, or
+// time out, before the next is due.
+func checkTimeoutOfLease(timeout, lease time.Duration) error {
+	if timeout > lease/3 {
+		return fmt.Errorf("%s is more than a third of the lease (%s)", timeout, lease)
+	}
+	return nil
+}
+
+// checkOnError accepts what to do with new streams while Redis is
+// unreachable: local or refuse.
+func checkOnError(s string) error {
+	if s != onErrorLocal && s != onErrorRefuse {
+		return fmt.Errorf("must be %q or %q, got %q", onErrorLocal, onErrorRefuse, s)
+	}
+	return nil
+}
+
+// lease is the lease, Lease or its default.
 func (r *RedisStore) lease() time.Duration {
 	if r.Lease == 0 {
 		return defaultRedisLease
@@ -160,6 +202,7 @@ func (r *RedisStore) lease() time.Duration {
 	return time.Duration(r.Lease)
 }
 
+// timeout is the timeout of a Redis call, Timeout or its default.
 func (r *RedisStore) timeout() time.Duration {
 	if r.Timeout == 0 {
 		return defaultRedisTimeout
@@ -167,6 +210,7 @@ func (r *RedisStore) timeout() time.Duration {
 	return time.Duration(r.Timeout)
 }
 
+// onError is what to do while Redis is unreachable, OnError or its default.
 func (r *RedisStore) onError() string {
 	if r.OnError == "" {
 		return onErrorLocal
@@ -174,6 +218,7 @@ func (r *RedisStore) onError() string {
 	return r.OnError
 }
 
+// prefix is the prefix of the keys, KeyPrefix or its default.
 func (r *RedisStore) prefix() string {
 	if r.KeyPrefix == "" {
 		return defaultRedisPrefix
@@ -278,97 +323,81 @@ func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("redis: %s already specified", sub)
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("redis: %s already specified", opt)
 		}
-		seen[sub] = true
-		switch sub {
-		case "username":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			r.Username = v
-		case "password":
-			if !d.NextArg() {
-				return d.Errf("redis: password: missing value")
-			}
-			r.Password = d.Val()
-			if d.NextArg() {
-				return d.Errf("redis: password: one value expected, got an extra argument")
-			}
-		case "db":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return d.Errf("redis: db: want a database number, got %q", v)
-			}
-			r.DB = n
-		case "tls":
-			t := new(RedisTLS)
-			for d.NextArg() {
-				switch d.Val() {
-				case "insecure":
-					t.InsecureSkipVerify = true
-				case "ca":
-					if !d.NextArg() {
-						return d.Errf("redis: tls: ca: missing file")
-					}
-					t.CA = d.Val()
-				default:
-					return d.Errf("redis: tls: want [insecure] [ca <file>], got %q", d.Val())
-				}
-			}
-			r.TLS = t
-		case "key_prefix":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			if err := checkRedisName(v); err != nil {
-				return d.Errf("redis: key_prefix: %v", err)
-			}
-			r.KeyPrefix = v
-		case "lease", "timeout":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			dur, err := parseDuration(d, "redis: "+sub, v)
-			if err != nil {
-				return err
-			}
-			if sub == "lease" {
-				if dur < time.Second {
-					return d.Errf("redis: lease: must be at least 1s, got %s", v)
-				}
-				r.Lease = caddy.Duration(dur)
-			} else {
-				if dur == 0 {
-					return d.Errf("redis: timeout: must be more than 0")
-				}
-				r.Timeout = caddy.Duration(dur)
-			}
-		case "on_error":
-			v, err := oneArg(d, "redis: "+sub)
-			if err != nil {
-				return err
-			}
-			if v != onErrorLocal && v != onErrorRefuse {
-				return d.Errf("redis: on_error: must be %q or %q, got %q", onErrorLocal, onErrorRefuse, v)
-			}
-			r.OnError = v
-		default:
-			return d.Errf("redis: unrecognized option %q", sub)
+		seen[opt] = true
+		parse, known := redisOptions[opt]
+		if !known {
+			return d.Errf("redis: unrecognized option %q", opt)
+		}
+		if err := parse(r, d, "redis: "+opt); err != nil {
+			return err
 		}
 	}
 	if err := r.check(); err != nil {
 		return d.Errf("%v", err)
 	}
+	return nil
+}
+
+// redisOptions are the parsers of the redis block's options, by name.
+// Each checks the syntax and hands the value to the checker that check
+// uses too.
+var redisOptions = map[string]subdirectiveParser[RedisStore]{
+	"username":   stringArg(func(r *RedisStore, v string) { r.Username = v }, nil),
+	"password":   (*RedisStore).parsePassword,
+	"db":         (*RedisStore).parseDB,
+	"tls":        (*RedisStore).parseTLS,
+	"key_prefix": stringArg(func(r *RedisStore, v string) { r.KeyPrefix = v }, checkRedisName),
+	"lease":      durationArg(func(r *RedisStore, d caddy.Duration) { r.Lease = d }, checkRedisLease),
+	"timeout":    durationArg(func(r *RedisStore, d caddy.Duration) { r.Timeout = d }, checkRedisTimeout),
+	"on_error":   stringArg(func(r *RedisStore, v string) { r.OnError = v }, checkOnError),
+}
+
+// parsePassword parses password <secret>, and never quotes it.
+func (r *RedisStore) parsePassword(d *caddyfile.Dispenser, name string) error {
+	if !d.NextArg() {
+		return d.Errf("%s: missing value", name)
+	}
+	r.Password = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: one value expected, got an extra argument", name)
+	}
+	return nil
+}
+
+// parseDB parses db <n>.
+func (r *RedisStore) parseDB(d *caddyfile.Dispenser, name string) error {
+	v, err := oneArg(d, name)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(v); err == nil && checkRedisDB(n) == nil {
+		r.DB = n
+		return nil
+	}
+	return d.Errf("%s: want a database number, got %q", name, v)
+}
+
+// parseTLS parses tls [insecure] [ca <file>].
+func (r *RedisStore) parseTLS(d *caddyfile.Dispenser, name string) error {
+	t := new(RedisTLS)
+	for d.NextArg() {
+		switch d.Val() {
+		case "insecure":
+			t.InsecureSkipVerify = true
+		case "ca":
+			if !d.NextArg() {
+				return d.Errf("%s: ca: missing file", name)
+			}
+			t.CA = d.Val()
+		default:
+			return d.Errf("%s: want [insecure] [ca <file>], got %q", name, d.Val())
+		}
+	}
+	r.TLS = t
 	return nil
 }
 
