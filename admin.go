@@ -27,7 +27,6 @@ import (
 	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func init() {
@@ -166,36 +165,6 @@ func zoneKeys() map[string]map[string]int {
 		out[n.name] = keys
 	}
 	return out
-}
-
-// liveStreams is the one registry of open streams of the process,
-// whatever handler, server or config they belong to: /sse/streams lists
-// it, shutdown and drain end a handler's group of it.
-var liveStreams = new(stream.Registry)
-
-// describe returns what /sse/streams shows of sw's stream but its
-// counters: the stream's label, set once when it opens. It runs on the
-// handler goroutine, so it may read the request's variables.
-func (sw *streamWriter) describe() *streamStatus {
-	h, r := sw.h, sw.req
-	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	var zone *string
-	if sw.hold != nil {
-		// counted by a limit: not so without limits, or when every key
-		// of the request was empty
-		zone = &h.lim.zoneName
-	}
-	return &streamStatus{
-		Server:   h.obs.server,
-		Host:     r.Host,
-		Method:   r.Method,
-		Path:     r.URL.Path,
-		ClientIP: clientIP,
-		Proto:    r.Proto,
-		Started:  sw.start.UTC().Format(startedLayout),
-		Zone:     zone,
-		Frame:    sw.frame.String(),
-	}
 }
 
 // statuses returns the open streams of reg, oldest first.

@@ -43,13 +43,13 @@ func benchAdmin(b *testing.B, path string, handle func(http.ResponseWriter, *htt
 		req.Header.Set("X-Key", fmt.Sprint(i))
 		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
 		sw := &streamWriter{h: h, req: req, start: time.Now(), frame: stream.FrameLine, cancel: func(error) {}}
-		if ref := h.admit(sw); ref != nil {
+		if ref := admitted(sw); ref != nil {
 			b.Fatalf("stream %d refused", i)
 		}
 		sw.mode = modeStream
 		sw.out.init(httptest.NewRecorder())
-		sw.st.Open(&sw.out, &h.set, stream.Options{Start: sw.start, Frame: sw.frame, Cancel: sw.cancel, Label: sw.describe()})
-		liveStreams.Add(&sw.st, h.group)
+		sw.st.Open(&sw.out, &h.streams.set, stream.Options{Start: sw.start, Frame: sw.frame, Cancel: sw.cancel, Label: sw.describe()})
+		liveStreams.Add(&sw.st, h.streams.group)
 		sws[i] = sw
 	}
 	b.Cleanup(func() {

@@ -16,14 +16,8 @@ package caddysse
 
 // sse's own responses: a refusal by a limit (refuse_status, or the retry
 // answer an EventSource survives), and the retry answer that replaces an
-// upstream failure.
-//
-// Such a response must carry none of the header fields the handlers inside
-// sse set for the response it replaces (the upstream's Set-Cookie, Server,
-// caching fields…), and keep the ones set before sse ran (Caddy's Server
-// and Alt-Svc, the header directive). So sse notes the header as it was
-// when the request reached it, for requests that may be refused after the
-// handlers inside it ran, and puts it back before answering.
+// upstream failure. Each starts from the header as sse received it (the
+// writer's resetHeader).
 
 import (
 	"errors"
@@ -44,11 +38,11 @@ import (
 // RefuseStatus with Retry-After, as an error handle_errors can shape.
 func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *limit.Refusal) error {
 	if r.Unavailable {
-		h.obs.m.refusedRedis.Inc()
+		h.obs.refusedRedis.Inc()
 		h.logger.Debug("stream refused: the zone's redis is unreachable and on_error is refuse", zap.String("zone", h.Zone))
 	} else {
-		h.obs.m.refusedLimit.Inc()
-		l := h.Limits[r.Limit]
+		h.obs.refusedLimit.Inc()
+		l := h.lim.config[r.Limit]
 		fields := []zap.Field{zap.Int("limit", l.Max), zap.String("per", l.Per)}
 		if h.LogKey {
 			fields = append(fields, zap.String("key", r.Key))
@@ -61,7 +55,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *limit.Refus
 		h.writeRetryAnswer(w, sw.frame)
 		return nil
 	}
-	secs := int(math.Ceil(stream.RetryHint(h.set.Retry).Seconds()))
+	secs := int(math.Ceil(stream.RetryHint(h.streams.set.Retry).Seconds()))
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	return caddyhttp.Error(h.RefuseStatus, errStreamLimit)
 }
@@ -70,7 +64,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *limit.Refus
 // anything was written to come back later, instead of letting a 502, 503 or
 // 504 kill it for good.
 func (h *Handler) answerUpstreamFailure(sw *streamWriter, err error) {
-	h.obs.m.refusedUpstream.Inc()
+	h.obs.refusedUpstream.Inc()
 	h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
 	sw.logRefusedByUpstream(err)
 	sw.resetHeader()
@@ -85,7 +79,7 @@ func (h *Handler) writeRetryAnswer(w http.ResponseWriter, f stream.Frame) {
 	hdr.Set("Content-Type", "text/event-stream")
 	repairHeader(hdr)
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(h.retryField(f))
+	_, _ = w.Write(h.streams.retryField(f))
 }
 
 // isUpstreamFailure reports whether err is a 502, 503 or 504 handler error.
@@ -107,43 +101,4 @@ func isUpstreamFailure(err error) bool {
 // failure translated for an EventSource.
 func (h *Handler) mayRefuseLate(eventSrc bool) bool {
 	return h.lim.store != nil || (eventSrc && !h.PassUpstreamErrors)
-}
-
-// noteHeader keeps a copy of the response header as sse received it.
-func (sw *streamWriter) noteHeader() {
-	sw.ownHeader = sw.Header().Clone()
-	if sw.ownHeader == nil {
-		sw.ownHeader = http.Header{}
-	}
-}
-
-// resetHeader puts the response header back as sse received it, dropping
-// every field the handlers inside sse added or changed. Without a note of
-// it, it drops what describes the replaced body and the hop-by-hop fields.
-func (sw *streamWriter) resetHeader() {
-	hdr := sw.Header()
-	if sw.ownHeader == nil {
-		clearRepresentation(hdr)
-		return
-	}
-	for k := range hdr {
-		if _, ok := sw.ownHeader[k]; !ok {
-			delete(hdr, k)
-		}
-	}
-	for k, v := range sw.ownHeader {
-		hdr[k] = append([]string(nil), v...)
-	}
-}
-
-// clearRepresentation removes what the refused response's producer set
-// about its body, so the error response that replaces it does not carry it.
-func clearRepresentation(hdr http.Header) {
-	for _, name := range [...]string{
-		"Content-Type", "Content-Length", "Content-Encoding", "Content-Language",
-		"Cache-Control", "Etag", "Last-Modified", "X-Accel-Buffering", "Incremental",
-	} {
-		delete(hdr, name)
-	}
-	stripHopByHop(hdr)
 }

@@ -212,7 +212,7 @@ func heartbeatHandlers(t testing.TB) map[string]*Handler {
 func provisionHandler(t testing.TB, h *Handler) *Handler {
 	t.Helper()
 	provisionTestHandler(t, h)
-	h.logger = zap.NewNop() // outside a config, Caddy hands out a debug logger
+	useLogger(h, zap.NewNop()) // outside a config, Caddy hands out a debug logger
 	return h
 }
 
@@ -222,7 +222,7 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 // with nothing sent.
 func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 	t.Helper()
-	res := scriptResult{frame: h.set.Beats[h.frameFor(false)]}
+	res := scriptResult{frame: h.streams.set.Beats[h.streams.frameFor(false)]}
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/events", nil)
 	var sw *streamWriter
@@ -282,4 +282,10 @@ func randomSplit(rng *rand.Rand, b []byte) [][]byte {
 		b = b[n:]
 	}
 	return out
+}
+
+// useLogger makes h log to l from now on, as if it had been provisioned
+// with l: each of its concerns keeps the logger it was provisioned with.
+func useLogger(h *Handler, l *zap.Logger) {
+	h.logger, h.streams.logger, h.life.logger = l, l, l
 }

@@ -283,6 +283,106 @@ func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error)
 	return dur, argError(d, sub, checkDurationAs(dur, v))
 }
 
+// unmarshalCaddyfile parses a redis subdirective:
+//
+//	redis <host:port>|<redis[s]://...> {
+//	    username   <name>
+//	    password   <secret>
+//	    db         <n>
+//	    tls        [insecure] [ca <file>]
+//	    key_prefix <prefix>
+//	    lease      <duration>
+//	    timeout    <duration>
+//	    on_error   local|refuse
+//	}
+func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("redis: missing address (host:port or redis://…)")
+	}
+	r.Address = d.Val()
+	if d.NextArg() {
+		return d.Errf("redis: one address expected, got an extra argument")
+	}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("redis: %s already specified", opt)
+		}
+		seen[opt] = true
+		parse, known := redisOptions[opt]
+		if !known {
+			return d.Errf("redis: unrecognized option %q", opt)
+		}
+		if err := parse(r, d, "redis: "+opt); err != nil {
+			return err
+		}
+	}
+	if err := r.check(); err != nil {
+		return d.Errf("%v", err)
+	}
+	return nil
+}
+
+// redisOptions are the parsers of the redis block's options, by name.
+// Each checks the syntax and hands the value to the checker that check
+// uses too.
+var redisOptions = map[string]subdirectiveParser[RedisStore]{
+	"username":   stringArg(func(r *RedisStore, v string) { r.Username = v }, nil),
+	"password":   (*RedisStore).parsePassword,
+	"db":         (*RedisStore).parseDB,
+	"tls":        (*RedisStore).parseTLS,
+	"key_prefix": stringArg(func(r *RedisStore, v string) { r.KeyPrefix = v }, checkRedisName),
+	"lease":      durationArg(func(r *RedisStore, d caddy.Duration) { r.Lease = d }, checkRedisLease),
+	"timeout":    durationArg(func(r *RedisStore, d caddy.Duration) { r.Timeout = d }, checkRedisTimeout),
+	"on_error":   stringArg(func(r *RedisStore, v string) { r.OnError = v }, checkOnError),
+}
+
+// parsePassword parses password <secret>, and never quotes it.
+func (r *RedisStore) parsePassword(d *caddyfile.Dispenser, name string) error {
+	if !d.NextArg() {
+		return d.Errf("%s: missing value", name)
+	}
+	r.Password = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: one value expected, got an extra argument", name)
+	}
+	return nil
+}
+
+// parseDB parses db <n>.
+func (r *RedisStore) parseDB(d *caddyfile.Dispenser, name string) error {
+	v, err := oneArg(d, name)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(v); err == nil && checkRedisDB(n) == nil {
+		r.DB = n
+		return nil
+	}
+	return d.Errf("%s: want a database number, got %q", name, v)
+}
+
+// parseTLS parses tls [insecure] [ca <file>].
+func (r *RedisStore) parseTLS(d *caddyfile.Dispenser, name string) error {
+	t := new(RedisTLS)
+	for d.NextArg() {
+		switch d.Val() {
+		case "insecure":
+			t.InsecureSkipVerify = true
+		case "ca":
+			if !d.NextArg() {
+				return d.Errf("%s: ca: missing file", name)
+			}
+			t.CA = d.Val()
+		default:
+			return d.Errf("%s: want [insecure] [ca <file>], got %q", name, d.Val())
+		}
+	}
+	r.TLS = t
+	return nil
+}
+
 // Interface guards
 var (
 	_ caddyfile.Unmarshaler = (*Handler)(nil)

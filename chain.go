@@ -79,9 +79,11 @@ func probeEncode() reflect.Type {
 	ok := false
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
 		typ = reflect.TypeOf(w)
+		// what encode reads of the header sse gives a stream (repairHeader)
 		hdr := w.Header()
 		hdr.Set("Content-Type", "text/event-stream")
-		repairHeader(hdr)
+		hdr.Set("Cache-Control", "no-cache, no-transform")
+		hdr.Set("Incremental", "?1")
 		w.WriteHeader(http.StatusOK)
 		headerFlushed := rec.flushes > 0 && !rec.pending
 		if _, err := w.Write([]byte(": probe\n\n")); err != nil {

@@ -425,7 +425,7 @@ func TestHostileKeys(t *testing.T) {
 			repl.Set("http.request.host", "h"+strconv.Itoa(i)+".example")
 			repl.Set("http.request.header.X-Key", strconv.Itoa(i%5000))
 			sw := &streamWriter{h: h, req: req}
-			if ref := h.admit(sw); ref != nil {
+			if ref := admitted(sw); ref != nil {
 				t.Fatalf("key %d refused (%+v) though no other stream shares its host", i, ref)
 			}
 			open = append(open, sw)
@@ -474,7 +474,7 @@ func TestHostileKeys(t *testing.T) {
 		if n := zoneEntries(h.lim.counters); n != 0 {
 			t.Errorf("%d counters left", n)
 		}
-		if n := h.group.Open(); n != 0 {
+		if n := h.streams.group.Open(); n != 0 {
 			t.Errorf("%d streams still tracked", n)
 		}
 		if got := testutil.CollectAndCount(metrics.refused); got != refusedLabels {
@@ -507,11 +507,11 @@ func TestSlotsReleasedOnce(t *testing.T) {
 	}
 
 	a, b := newStream(), newStream()
-	if h.admit(a) != nil || h.admit(b) != nil {
+	if admitted(a) != nil || admitted(b) != nil {
 		t.Fatal("the first two streams were refused at max 2")
 	}
 	refused := newStream()
-	if h.admit(refused) == nil {
+	if admitted(refused) == nil {
 		t.Fatal("a third stream was admitted at max 2")
 	}
 	refused.finish(stream.EndUpstream)
@@ -528,10 +528,10 @@ func TestSlotsReleasedOnce(t *testing.T) {
 		t.Fatalf("count = %d after one of two streams finished twice, want 1", got)
 	}
 	c, d := newStream(), newStream()
-	if h.admit(c) != nil {
+	if admitted(c) != nil {
 		t.Fatal("a stream was refused with one slot free")
 	}
-	if h.admit(d) == nil {
+	if admitted(d) == nil {
 		t.Fatal("a stream was admitted over the limit: a double release freed a slot it did not hold")
 	}
 	for _, sw := range []*streamWriter{b, c, b, c, d} {
@@ -651,4 +651,11 @@ func verifyNoNewGoroutines(t *testing.T, before map[string]bool) {
 		}
 		<-tick.C
 	}
+}
+
+// admitted admits sw's request as its writer does, and returns the
+// refusal, if any.
+func admitted(sw *streamWriter) *limit.Refusal {
+	sw.admit()
+	return sw.refusal
 }

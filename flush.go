@@ -72,7 +72,7 @@ type streamWriter struct {
 	finishOnce sync.Once
 
 	// ownHeader is the response header as sse received it, when the
-	// request may be refused late (answer.go); set before next runs
+	// request may be refused late (see noteHeader); set before next runs
 	ownHeader http.Header
 
 	// out is the writer chain beneath sse, as the stream writes to it; st
@@ -95,28 +95,61 @@ func (sw *streamWriter) WriteHeader(status int) {
 	}
 	sw.status = status
 	hdr := sw.Header()
-	kind := sw.h.streamKind(status, hdr)
+	kind := sw.h.streams.kindOf(status, hdr)
 	if kind == notStream {
 		sw.mode = modePass
 		sw.ResponseWriter.WriteHeader(status)
 		return
 	}
 	if !sw.admitted && sw.req.Method != http.MethodHead {
-		if refusal := sw.h.admit(sw); refusal != nil {
+		if sw.admit(); sw.refusal != nil {
 			sw.mode = modeRefused
-			sw.refusal = refusal
 			sw.resetHeader()
 			sw.cancel(errStreamLimit)
 			return
 		}
 	}
 	sw.mode = modeStream
-	opt := sw.h.streamOptions(sw, kind == eventStream, status, hdr) // heartbeat.go
+	streams := &sw.h.streams
+	opt := streams.options(kind == eventStream, status, sw.req.Method, hdr) // heartbeat.go
+	opt.Frame, opt.Start, opt.Cancel, opt.Label = sw.frame, sw.start, sw.cancel, sw.describe()
 	repairHeader(hdr)
 	sw.ResponseWriter.WriteHeader(status)
 	sw.out.init(sw.ResponseWriter)
-	sw.st.Open(&sw.out, &sw.h.set, opt)
-	liveStreams.Add(&sw.st, sw.h.group)
+	sw.st.Open(&sw.out, &streams.set, opt)
+	liveStreams.Add(&sw.st, streams.group)
+}
+
+// admit counts the request against the handler's limits, once: it sets
+// hold, or refusal when a limit is full.
+func (sw *streamWriter) admit() {
+	sw.admitted = true
+	sw.hold, sw.refusal = sw.h.lim.admit(sw.req) // limits.go
+}
+
+// describe returns what /sse/streams shows of sw's stream but its
+// counters: the stream's label, set once when it opens. It runs on the
+// handler goroutine, so it may read the request's variables.
+func (sw *streamWriter) describe() *streamStatus {
+	r, lim := sw.req, &sw.h.lim
+	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	var zone *string
+	if sw.hold != nil {
+		// counted by a limit: not so without limits, or when every key
+		// of the request was empty
+		zone = &lim.zoneName
+	}
+	return &streamStatus{
+		Server:   lim.srvName,
+		Host:     r.Host,
+		Method:   r.Method,
+		Path:     r.URL.Path,
+		ClientIP: clientIP,
+		Proto:    r.Proto,
+		Started:  sw.start.UTC().Format(startedLayout),
+		Zone:     zone,
+		Frame:    sw.frame.String(),
+	}
 }
 
 // Write passes p through: to the stream, which flushes it, on a stream;
@@ -163,9 +196,9 @@ func (sw *streamWriter) ReadFrom(r io.Reader) (int64, error) {
 // writerOnly hides ReadFrom so io.Copy does not recurse.
 type writerOnly struct{ io.Writer }
 
-// streamKind tells what kind of stream a response with this status and
-// header is. Only 2xx responses with a body are streams.
-func (h *Handler) streamKind(status int, hdr http.Header) kind {
+// kindOf tells what kind of stream a response with this status and header
+// is. Only 2xx responses with a body are streams.
+func (s *streamState) kindOf(status int, hdr http.Header) kind {
 	if status < 200 || status > 299 || status == http.StatusNoContent || status == http.StatusResetContent {
 		return notStream
 	}
@@ -177,7 +210,7 @@ func (h *Handler) streamKind(status int, hdr http.Header) kind {
 	if asciiEqualFold(mt, "text/event-stream") {
 		return eventStream
 	}
-	for _, t := range h.types {
+	for _, t := range s.types {
 		if asciiEqualFold(mt, t) {
 			return otherStream
 		}
@@ -229,18 +262,6 @@ func asciiEqualFold(a, b string) bool {
 		}
 	}
 	return true
-}
-
-// isEncoded reports whether the body has a content coding other than identity.
-func isEncoded(hdr http.Header) bool {
-	for _, v := range hdr["Content-Encoding"] {
-		for _, c := range strings.Split(v, ",") {
-			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // repairHeader prepares a stream's header for the trip to the client: it
@@ -328,6 +349,53 @@ func stripHopByHop(hdr http.Header) {
 	if te := hdr["Te"]; len(te) > 0 && !(len(te) == 1 && strings.EqualFold(strings.TrimSpace(te[0]), "trailers")) {
 		delete(hdr, "Te")
 	}
+}
+
+// A refusal (refuse_status, or the EventSource retry answer) is sse's own
+// response: it must carry none of the header fields the handlers inside sse
+// set for the response it replaces (the upstream's Set-Cookie, Server,
+// caching fields…), and keep the ones set before sse ran (Caddy's Server
+// and Alt-Svc, the header directive). So the writer notes the header as it
+// was when the request reached sse, for requests that may be refused after
+// the handlers inside it ran, and puts it back before the answer.
+
+// noteHeader keeps a copy of the response header as sse received it.
+func (sw *streamWriter) noteHeader() {
+	sw.ownHeader = sw.Header().Clone()
+	if sw.ownHeader == nil {
+		sw.ownHeader = http.Header{}
+	}
+}
+
+// resetHeader puts the response header back as sse received it, dropping
+// every field the handlers inside sse added or changed. Without a note of
+// it, it drops what describes the replaced body and the hop-by-hop fields.
+func (sw *streamWriter) resetHeader() {
+	hdr := sw.Header()
+	if sw.ownHeader == nil {
+		clearRepresentation(hdr)
+		return
+	}
+	for k := range hdr {
+		if _, ok := sw.ownHeader[k]; !ok {
+			delete(hdr, k)
+		}
+	}
+	for k, v := range sw.ownHeader {
+		hdr[k] = append([]string(nil), v...)
+	}
+}
+
+// clearRepresentation removes what the refused response's producer set
+// about its body, so the error response that replaces it does not carry it.
+func clearRepresentation(hdr http.Header) {
+	for _, name := range [...]string{
+		"Content-Type", "Content-Length", "Content-Encoding", "Content-Language",
+		"Cache-Control", "Etag", "Last-Modified", "X-Accel-Buffering", "Incremental",
+	} {
+		delete(hdr, name)
+	}
+	stripHopByHop(hdr)
 }
 
 // Interface guards

@@ -122,10 +122,10 @@ func FuzzMediaType(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	h := &Handler{types: []string{"application/x-ndjson"}}
+	h := &Handler{streams: streamState{types: []string{"application/x-ndjson"}}}
 	f.Fuzz(func(t *testing.T, v string) {
 		got := isEventStream(v)
-		kind := h.streamKind(http.StatusOK, http.Header{"Content-Type": {v}})
+		kind := h.streams.kindOf(http.StatusOK, http.Header{"Content-Type": {v}})
 		if got != (kind == eventStream) {
 			t.Fatalf("isEventStream(%q) = %v, but streamKind says %v", v, got, kind)
 		}
@@ -236,7 +236,7 @@ func FuzzStreamWriter(f *testing.F) {
 		if sw == nil {
 			return // refused before the inner handler ran
 		}
-		if h.set.Sched.Scheduled(&sw.st) {
+		if h.streams.set.Sched.Scheduled(&sw.st) {
 			t.Fatal("the stream was still scheduled after ServeHTTP returned")
 		}
 		if n := rec.late.Load(); n != 0 {
@@ -245,7 +245,7 @@ func FuzzStreamWriter(f *testing.F) {
 		if n := zoneEntries(h.lim.counters); n != 0 {
 			t.Fatalf("%d limit counters left after every stream ended", n)
 		}
-		if n := h.group.Open(); n != 0 {
+		if n := h.streams.group.Open(); n != 0 {
 			t.Fatalf("the handler still tracks %d streams", n)
 		}
 		if got := sumSeries(metrics.open); got != openBefore {

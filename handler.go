@@ -25,6 +25,8 @@ import (
 
 	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // ServeHTTP wraps the response of the handlers inside sse. It admits
@@ -47,7 +49,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h:                     h,
 		req:                   r,
 		eventSrc:              eventSrc,
-		frame:                 h.frameFor(acceptsSSE),
+		frame:                 h.streams.frameFor(acceptsSSE),
 		start:                 time.Now(),
 		cancel:                cancel,
 	}
@@ -56,9 +58,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if eventSrc && h.lim.store != nil {
-		if ref := h.admit(sw); ref != nil {
+		if sw.admit(); sw.refusal != nil {
 			sw.finish(stream.EndUpstream) // nothing to release; never a stream
-			return h.refuse(w, sw, ref)
+			return h.refuse(w, sw, sw.refusal)
 		}
 	}
 
@@ -118,8 +120,33 @@ func (sw *streamWriter) finish(why stream.EndReason) {
 			return
 		}
 		liveStreams.Remove(&sw.st)
-		sw.h.obs.streamEnded(sw, why) // metrics.go, logfields.go
+		sw.recordEnd(why)
 	})
+}
+
+// recordEnd records how sw's stream ended: the metrics, the access log
+// fields and, at debug level, a log line.
+func (sw *streamWriter) recordEnd(why stream.EndReason) {
+	sw.logEnd(why) // logfields.go
+	d := time.Since(sw.start)
+	sw.h.obs.ended(why, d)
+	if c := sw.h.logger.Check(zapcore.DebugLevel, "stream ended"); c != nil {
+		st := &sw.st
+		fields := []zap.Field{
+			zap.String("reason", string(why)),
+			zap.Duration("duration", d),
+			zap.Int64("bytes", st.Bytes()),
+			zap.Int64("heartbeats", st.Heartbeats()),
+			zap.String("proto", sw.req.Proto),
+		}
+		if s := st.Scanner(); s != nil {
+			fields = append(fields, zap.Int64("events", s.Events()))
+			if id, ok := s.LastID(); ok {
+				fields = append(fields, zap.ByteString("last_event_id", id))
+			}
+		}
+		c.Write(fields...)
+	}
 }
 
 // clientGone reports whether the client went away: a write to it failed or
@@ -154,14 +181,4 @@ func acceptsEventStream(r *http.Request) bool {
 		}
 	}
 	return false
-}
-
-// noteEncodedStream logs, once per handler, that an upstream compressed an
-// event stream itself, so sse cannot add heartbeats to it.
-func (h *Handler) noteEncodedStream() {
-	h.obs.loggedCoded.Do(func() {
-		h.logger.Info("upstream sent a compressed event stream; it gets no heartbeats, because nothing can be inserted between its events. " +
-			"Fix: make the upstream not compress text/event-stream (for fetch/POST clients, send it Accept-Encoding identity with request_header Accept-Encoding identity), " +
-			"and let Caddy's encode skip it")
-	})
 }

@@ -14,65 +14,92 @@
 
 package caddysse
 
-// The heartbeats as the adapter sees them: the settings the handler's
-// streams share, and what one stream gets: whether it beats, and the frame
-// its client needs.
+// The heartbeats as the adapter sees them: the settings a handler's
+// streams share (interval, text, frame, ends, scheduler), and what one
+// stream gets: whether it beats, and the frame its client needs.
 
 import (
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
-// provisionStreams resolves the settings h's streams share: heartbeat
-// interval and bytes, ends, and the scheduler, whose granule follows the
-// shortest of them.
-func (h *Handler) provisionStreams() {
-	set := &h.set
+// streamState is what a handler's streams share, set at Provision and
+// read-only afterwards.
+type streamState struct {
+	set    stream.Settings // heartbeats, ends, scheduler and metrics
+	frame  string          // heartbeat_frame: auto, block or line
+	types  []string        // lower-cased extra media types
+	group  *stream.Group   // the handler's open streams, in liveStreams
+	logger *zap.Logger
+	coded  *sync.Once // the upstream-compressed stream notice is logged once
+}
+
+// heartbeatConfig is the part of the config the streams' settings come
+// from, with defaults already filled in where a field has one.
+type heartbeatConfig struct {
+	heartbeat, retry         *caddy.Duration
+	text, frame              string
+	maxDuration, idle, drain caddy.Duration
+	types                    []string // already lower-cased
+}
+
+// newStreamState resolves the settings a handler's streams share. The
+// scheduler's granule follows the shortest of the durations that make a
+// stream's turn come.
+func newStreamState(c heartbeatConfig, obs stream.Observer, logger *zap.Logger) streamState {
+	s := streamState{
+		frame:  c.frame,
+		types:  c.types,
+		group:  new(stream.Group),
+		logger: logger,
+		coded:  new(sync.Once),
+	}
+	set := &s.set
 	set.Heartbeat = defaultHeartbeat
-	if h.Heartbeat != nil {
-		set.Heartbeat = time.Duration(*h.Heartbeat)
+	if c.heartbeat != nil {
+		set.Heartbeat = time.Duration(*c.heartbeat)
 	}
-	set.Beats = stream.NewBeats(h.HeartbeatText)
+	set.Beats = stream.NewBeats(c.text)
 	set.Retry = defaultRetry
-	if h.Retry != nil {
-		set.Retry = time.Duration(*h.Retry)
+	if c.retry != nil {
+		set.Retry = time.Duration(*c.retry)
 	}
-	set.MaxDuration = time.Duration(h.MaxDuration)
-	set.IdleTimeout = time.Duration(h.IdleTimeout)
+	set.MaxDuration = time.Duration(c.maxDuration)
+	set.IdleTimeout = time.Duration(c.idle)
 	shortest := set.Heartbeat
-	for _, d := range []caddy.Duration{h.IdleTimeout, h.MaxDuration, h.DrainOnReload} {
+	for _, d := range []caddy.Duration{c.idle, c.maxDuration, c.drain} {
 		if d > 0 && (shortest <= 0 || time.Duration(d) < shortest) {
 			shortest = time.Duration(d)
 		}
 	}
 	set.Sched = stream.NewScheduler(stream.GranuleFor(shortest))
-	set.Obs = h.obs.m
+	set.Obs = obs
+	return s
 }
 
-// streamOptions says what the stream of sw's response is: text/event-stream
-// or an extra type (sse), whether it beats, and how it is framed.
-// Heartbeats go only into a 200 text/event-stream body that can take them:
-// not HEAD, and not a body the upstream compressed itself.
-func (h *Handler) streamOptions(sw *streamWriter, sse bool, status int, hdr http.Header) stream.Options {
+// options says what a stream whose response has this status and header is:
+// text/event-stream or an extra type (sse), whether it beats, how it is
+// framed. Heartbeats go only into a 200 text/event-stream body that can
+// take them: not HEAD, and not a body the upstream compressed itself.
+func (s *streamState) options(sse bool, status int, method string, hdr http.Header) stream.Options {
 	encoded := isEncoded(hdr)
-	beats := sse && h.set.Heartbeat > 0 && status == http.StatusOK &&
-		sw.req.Method != http.MethodHead && !encoded
+	beats := sse && s.set.Heartbeat > 0 && status == http.StatusOK &&
+		method != http.MethodHead && !encoded
 	if sse && !beats && encoded {
-		h.noteEncodedStream()
+		s.noteEncodedStream()
 	}
 	return stream.Options{
 		SSE:     sse,
 		Encoded: encoded,
 		Beats:   beats,
-		Frame:   sw.frame,
-		Start:   sw.start,
-		Scan:    h.logger.Core().Enabled(zapcore.DebugLevel),
-		Cancel:  sw.cancel,
-		Label:   sw.describe(),
+		Scan:    s.logger.Core().Enabled(zapcore.DebugLevel),
 	}
 }
 
@@ -87,8 +114,8 @@ func (h *Handler) streamOptions(sw *streamWriter, sse bool, status int, hdr http
 // @google/genai splits the body at blank lines and keeps only blocks that
 // start with "data:", so a comment line glued to the next event would drop
 // that event (DESIGN.md, section 8).
-func (h *Handler) frameFor(acceptsSSE bool) stream.Frame {
-	switch h.HeartbeatFrame {
+func (s *streamState) frameFor(acceptsSSE bool) stream.Frame {
+	switch s.frame {
 	case frameLine:
 		return stream.FrameLine
 	case frameBlock:
@@ -100,9 +127,31 @@ func (h *Handler) frameFor(acceptsSSE bool) stream.Frame {
 	return stream.FrameBlock
 }
 
-// retryField returns a "retry:" field with h's reconnection time, jittered,
-// framed as f.
-func (h *Handler) retryField(f stream.Frame) []byte { return stream.RetryField(h.set.Retry, f) }
+// retryField returns a "retry:" field with the reconnection time,
+// jittered, framed as f.
+func (s *streamState) retryField(f stream.Frame) []byte { return stream.RetryField(s.set.Retry, f) }
+
+// noteEncodedStream logs, once per handler, that an upstream compressed an
+// event stream itself, so sse cannot add heartbeats to it.
+func (s *streamState) noteEncodedStream() {
+	s.coded.Do(func() {
+		s.logger.Info("upstream sent a compressed event stream; it gets no heartbeats, because nothing can be inserted between its events. " +
+			"Fix: make the upstream not compress text/event-stream (for fetch/POST clients, send it Accept-Encoding identity with request_header Accept-Encoding identity), " +
+			"and let Caddy's encode skip it")
+	})
+}
+
+// isEncoded reports whether the body has a content coding other than identity.
+func isEncoded(hdr http.Header) bool {
+	for _, v := range hdr["Content-Encoding"] {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Defaults of the heartbeat and retry settings.
 const (

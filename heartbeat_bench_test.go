@@ -118,8 +118,8 @@ func TestWriteDoesNotAllocate(t *testing.T) {
 		d := caddy.Duration(heartbeat)
 		h := provisionHandler(t, &Handler{Heartbeat: &d})
 		if tc.debug {
-			h.logger = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
-				zapcore.AddSync(io.Discard), zapcore.DebugLevel))
+			useLogger(h, zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
+				zapcore.AddSync(io.Discard), zapcore.DebugLevel)))
 		}
 		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			w.Header().Set("Content-Type", "text/event-stream")

@@ -477,7 +477,7 @@ func TestHeartbeatCompressedStreamLoggedOnce(t *testing.T) {
 	d := caddy.Duration(time.Hour)
 	h := provisionHandler(t, &Handler{Heartbeat: &d})
 	core, logs := observer.New(zapcore.DebugLevel)
-	h.logger = zap.New(core)
+	useLogger(h, zap.New(core))
 	for i, encoding := range []string{"gzip", "", "br", "gzip"} {
 		rec := httptest.NewRecorder()
 		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {

@@ -610,7 +610,7 @@ func TestStreamEndLogLine(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
 			h := provisionTestHandler(t, new(Handler))
-			h.logger = zap.New(core)
+			useLogger(h, zap.New(core))
 
 			reqCtx, cancelReq := context.WithCancel(context.Background())
 			defer cancelReq()

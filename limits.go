@@ -21,26 +21,48 @@ package caddysse
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 
 	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
-// limitState is a handler's limits at run time.
+// Limit caps the number of concurrent streams that share a key.
+type Limit struct {
+	// The most streams open at once for one key. Required, at least 1.
+	Max int `json:"max"`
+
+	// The key streams are counted by: a placeholder such as {client_ip}
+	// or {http.request.header.Authorization}, expanded per request.
+	// Keys longer than 128 bytes are hashed. A request whose key expands
+	// to the empty string (the header is missing, say) is not counted
+	// against this limit, as nginx's limit_conn does; to cap such
+	// requests too, use a key that is never empty, such as
+	// "{http.request.header.Authorization}{client_ip}". Default:
+	// "{http.request.host}".
+	Per string `json:"per,omitempty"`
+}
+
+// limitState is a handler's limits at run time: the store that admits its
+// streams and what the metrics and the admin API read of it.
 type limitState struct {
-	store    limit.Store       // admits h's streams; nil without limits
+	store    limit.Store       // admits the streams; nil without limits
 	counters *limit.Counters   // the zone's counters in this process
 	limits   []limit.Limit     // Limits, with their counter ids
-	zoneName string            // name of h's zone, "" without limits
+	config   []Limit           // Limits as configured, for the log
+	zoneName string            // the zone's name, "" without limits
 	zoneKey  string            // key of counters in the zones pool
-	server   *caddyhttp.Server // key of h's entry in occurrences, if any
+	server   *caddyhttp.Server // key of the handler's entry in occurrences, if any
+	srvName  string            // the server's name, for the metrics
+	seq      uint64            // provisioning order, newest highest (zonestats.go)
 
 	redis     *limit.Redis // the zone's Redis side, shared through redisStores (redis_config.go)
 	redisKey  string       // key of redis in the redisStores pool
-	redisLoad any          // the config load h checked its zone's redis settings in
+	redisLoad any          // the config load the zone's redis settings were checked in
 }
 
 // zones holds the stream counters. It lives at package level so a config
@@ -53,16 +75,18 @@ var zones = caddy.NewUsagePool()
 // load, to tell their default zones apart.
 var occurrences sync.Map // *caddyhttp.Server → *int
 
-// provisionLimits attaches h to its counter zone and, with redis, to the
+// newLimitState attaches a handler with limits (whose zone setting is
+// zone, "" for the default) to its counter zone and, with redis, to the
 // zone's Redis store. The default zone name is made of the server's name
-// and h's position among the server's sse handlers, so it is the same
-// across reloads of the same config.
-func (h *Handler) provisionLimits(ctx caddy.Context, srv *caddyhttp.Server) error {
-	if len(h.Limits) == 0 {
-		return nil
+// and the handler's position among the server's sse handlers, so it is the
+// same across reloads of the same config. Without limits it returns an
+// empty state.
+func newLimitState(ctx caddy.Context, srv *caddyhttp.Server, zone string, limits []Limit, redis *RedisStore, logger *zap.Logger) (limitState, error) {
+	lim := limitState{srvName: serverName(srv)}
+	if len(limits) == 0 {
+		return lim, nil
 	}
-	lim := &h.lim
-	name := h.Zone
+	name := zone
 	if name == "" {
 		v, _ := occurrences.LoadOrStore(srv, new(int))
 		n := v.(*int)
@@ -76,34 +100,105 @@ func (h *Handler) provisionLimits(ctx caddy.Context, srv *caddyhttp.Server) erro
 		return limit.NewCounters(), nil
 	})
 	if err != nil {
-		return fmt.Errorf("loading stream counters: %w", err)
+		return lim, fmt.Errorf("loading stream counters: %w", err)
 	}
 	lim.counters = z.(*limit.Counters)
-	lim.limits = make([]limit.Limit, len(h.Limits))
-	for i, l := range h.Limits {
+	lim.config = limits
+	lim.limits = make([]limit.Limit, len(limits))
+	for i, l := range limits {
 		lim.limits[i] = limit.Limit{Max: l.Max, ID: l.Per}
 	}
 	local := limit.Local{Counters: lim.counters, Limits: lim.limits}
 	lim.store = local
-	if err := h.provisionRedis(ctx); err != nil {
-		return err
+	if zone == "" {
+		return lim, nil
+	}
+	if err := lim.provisionRedis(ctx, zone, redis, logger); err != nil { // redis_config.go
+		return lim, err
 	}
 	if lim.redis != nil {
-		lim.store = limit.Fallback{Redis: lim.redis, Local: local, Refuse: h.Redis.onError() == onErrorRefuse}
+		lim.store = limit.Fallback{Redis: lim.redis, Local: local, Refuse: redis.onError() == onErrorRefuse}
 	}
+	return lim, nil
+}
+
+// cleanup releases the hold on the zone and its Redis store.
+func (lim *limitState) cleanup() error {
+	if lim.server != nil {
+		occurrences.Delete(lim.server)
+	}
+	err := lim.cleanupRedis()
+	if lim.zoneKey != "" {
+		_, zerr := zones.Delete(lim.zoneKey)
+		err = errors.Join(err, zerr)
+	}
+	return err
+}
+
+// redisStores holds the Redis side of zones, by zone name and settings,
+// so a reload with the same settings keeps the leases and the connection.
+var redisStores = caddy.NewUsagePool()
+
+// redisLoads records, per config load (each has its own metrics
+// registry), the settings each zone uses, so two blocks that share a zone
+// with different Redis settings are an error.
+var redisLoads sync.Map // *prometheus.Registry → *sync.Map (zone → fingerprint)
+
+// provisionRedis attaches lim, the limits of a handler whose zone is
+// named zone, to the zone's Redis store, if r (its redis settings) is set.
+// It checks that every block of the config load that shares the zone has
+// the same redis settings, or none.
+func (lim *limitState) provisionRedis(ctx caddy.Context, zone string, r *RedisStore, logger *zap.Logger) error {
+	fp := "" // no redis
+	if r != nil {
+		if err := checkRedisUse(r, zone, len(lim.limits)); err != nil {
+			return err
+		}
+		fp = r.fingerprint()
+	}
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		v, _ := redisLoads.LoadOrStore(reg, new(sync.Map))
+		if prev, loaded := v.(*sync.Map).LoadOrStore(zone, fp); loaded && prev != fp {
+			return fmt.Errorf("redis: zone %q is used with other redis settings (or none) by another sse block; blocks that share a zone must share its redis settings", zone)
+		}
+		lim.redisLoad = reg
+	}
+	if r == nil {
+		return nil
+	}
+	opt, err := r.clientOption()
+	if err != nil {
+		return err
+	}
+	lim.redisKey = "sse.redis." + zone + "\x00" + fp
+	cfg := limit.RedisConfig{
+		Zone:    zone,
+		Prefix:  r.prefix(),
+		Lease:   r.lease(),
+		Timeout: r.timeout(),
+		Refuse:  r.onError() == onErrorRefuse,
+		Client:  opt,
+		Logger:  logger,
+	}
+	v, _, err := redisStores.LoadOrNew(lim.redisKey, func() (caddy.Destructor, error) {
+		return limit.NewRedis(cfg), nil
+	})
+	if err != nil {
+		return err
+	}
+	lim.redis = v.(*limit.Redis)
 	return nil
 }
 
-// cleanupLimits releases h's hold on its zone and its Redis store.
-func (h *Handler) cleanupLimits() error {
-	if h.lim.server != nil {
-		occurrences.Delete(h.lim.server)
+// cleanupRedis releases lim's hold on its store.
+func (lim *limitState) cleanupRedis() error {
+	if lim.redisLoad != nil {
+		redisLoads.Delete(lim.redisLoad)
 	}
-	err := h.cleanupRedis()
-	if h.lim.zoneKey != "" {
-		_, zerr := zones.Delete(h.lim.zoneKey)
-		err = errors.Join(err, zerr)
+	if lim.redisKey == "" {
+		return nil
 	}
+	_, err := redisStores.Delete(lim.redisKey)
 	return err
 }
 
@@ -115,16 +210,16 @@ func serverName(srv *caddyhttp.Server) string {
 	return srv.Name()
 }
 
-// admit counts sw's request against every limit, or counts it against none
-// and returns the refusal. Either way it is done once per request.
-func (h *Handler) admit(sw *streamWriter) *limit.Refusal {
-	sw.admitted = true
-	if h.lim.store == nil {
-		return nil
+// admit counts r's stream against every limit, or counts it against none
+// and returns the refusal; a nil hold and no refusal when nothing counts
+// it (no limits, or every key empty).
+func (lim *limitState) admit(r *http.Request) (*limit.Hold, *limit.Refusal) {
+	if lim.store == nil {
+		return nil, nil
 	}
-	repl, _ := sw.req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	keys := make([]string, len(h.lim.limits))
-	for i, l := range h.lim.limits {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	keys := make([]string, len(lim.limits))
+	for i, l := range lim.limits {
 		key := l.ID
 		if repl != nil {
 			key = repl.ReplaceAll(l.ID, "")
@@ -135,9 +230,7 @@ func (h *Handler) admit(sw *streamWriter) *limit.Refusal {
 		// such as {client_ip}
 		keys[i] = limit.Key(l.ID, key)
 	}
-	hold, ref := h.lim.store.Acquire(keys)
-	sw.hold = hold
-	return ref
+	return lim.store.Acquire(keys)
 }
 
 // checkLimitKey rejects keys that would count every request the same,

@@ -787,9 +787,9 @@ func TestLimitRetryHintJitter(t *testing.T) {
 	h, _ := limHandler(t, &Handler{Retry: ptr(caddy.Duration(2 * time.Second))})
 	seen := map[int64]bool{}
 	for range 1000 {
-		m := retryFieldRE.FindSubmatch(h.retryField(stream.FrameBlock))
+		m := retryFieldRE.FindSubmatch(h.streams.retryField(stream.FrameBlock))
 		if m == nil {
-			t.Fatalf("retryField() = %q, want one retry field", h.retryField(stream.FrameBlock))
+			t.Fatalf("retryField() = %q, want one retry field", h.streams.retryField(stream.FrameBlock))
 		}
 		ms, _ := strconv.ParseInt(string(m[1]), 10, 64)
 		if ms < 2000 || ms > 3000 {
@@ -1225,7 +1225,7 @@ func limHandler(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
 	provisionTestHandler(t, h)
 	// info and up, as Caddy logs by default, kept in memory
 	core, logs := observer.New(zapcore.InfoLevel)
-	h.logger = zap.New(core)
+	useLogger(h, zap.New(core))
 	return h, logs
 }
 

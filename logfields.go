@@ -52,7 +52,7 @@ func (sw *streamWriter) logRefusedByLimit(ref *limit.Refusal) {
 		return
 	}
 	e.Set(zap.String("sse_refused", refusedLimit))
-	l := sw.h.Limits[ref.Limit]
+	l := sw.h.lim.config[ref.Limit]
 	e.Set(zap.Int("sse_limit", l.Max))
 	e.Set(zap.String("sse_per", l.Per))
 	if sw.h.LogKey {
@@ -99,10 +99,3 @@ func (sw *streamWriter) logEnd(why stream.EndReason) {
 		e.Set(zap.String("sse_zone", sw.h.lim.zoneName))
 	}
 }
-
-// The values of the sse_refused field, and of the refused metric's reason.
-const (
-	refusedLimit    = "limit"
-	refusedUpstream = "upstream"
-	refusedRedis    = "redis"
-)

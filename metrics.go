@@ -16,14 +16,10 @@ package caddysse
 
 import (
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/caddy-sse/caddy-sse/internal/stream"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // metrics are created once, at package level, and registered on every
@@ -98,54 +94,6 @@ func registerMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// observability is what a handler reports with: its metric series, the
-// names they carry, and notices logged once.
-type observability struct {
-	m           *handlerMetrics
-	server      string     // name of h's server in the http app, "" outside one
-	seq         uint64     // provisioning order, newest highest (zonestats.go)
-	loggedCoded *sync.Once // the upstream-compressed stream notice is logged once
-}
-
-// provisionObservability looks up h's series and has the zone collector
-// report h's limits.
-func (h *Handler) provisionObservability(srv *caddyhttp.Server) {
-	h.obs.server = serverName(srv)
-	h.obs.loggedCoded = new(sync.Once)
-	h.obs.m = newHandlerMetrics(h.obs.server, h.lim.zoneName)
-	metrics.zones.add(h)
-}
-
-// streamEnded records how sw's stream ended: the metrics, the access log
-// fields and, at debug level, a log line.
-func (o *observability) streamEnded(sw *streamWriter, why stream.EndReason) {
-	sw.logEnd(why) // logfields.go
-	d := time.Since(sw.start)
-	m := o.m
-	m.open.Dec()
-	if c := m.ended[why]; c != nil {
-		c.Inc()
-	}
-	m.duration.Observe(d.Seconds())
-	if c := sw.h.logger.Check(zapcore.DebugLevel, "stream ended"); c != nil {
-		st := &sw.st
-		fields := []zap.Field{
-			zap.String("reason", string(why)),
-			zap.Duration("duration", d),
-			zap.Int64("bytes", st.Bytes()),
-			zap.Int64("heartbeats", st.Heartbeats()),
-			zap.String("proto", sw.req.Proto),
-		}
-		if s := st.Scanner(); s != nil {
-			fields = append(fields, zap.Int64("events", s.Events()))
-			if id, ok := s.LastID(); ok {
-				fields = append(fields, zap.ByteString("last_event_id", id))
-			}
-		}
-		c.Write(fields...)
-	}
-}
-
 // handlerMetrics are the series of one handler's server and zone, looked
 // up once at Provision, so a request never hashes label values. They are
 // the Observer of the handler's streams.
@@ -158,7 +106,7 @@ type handlerMetrics struct {
 	refusedLimit    prometheus.Counter
 	refusedUpstream prometheus.Counter
 	refusedRedis    prometheus.Counter
-	ended           map[stream.EndReason]prometheus.Counter // read-only after newHandlerMetrics
+	endedBy         map[stream.EndReason]prometheus.Counter // read-only after newHandlerMetrics
 }
 
 // newHandlerMetrics returns the series of a handler on server with this
@@ -174,10 +122,10 @@ func newHandlerMetrics(server, zone string) *handlerMetrics {
 		refusedLimit:    metrics.refused.WithLabelValues(server, zone, "limit"),
 		refusedUpstream: metrics.refused.WithLabelValues(server, zone, "upstream"),
 		refusedRedis:    metrics.refused.WithLabelValues(server, zone, "redis"),
-		ended:           make(map[stream.EndReason]prometheus.Counter, len(stream.EndReasons)),
+		endedBy:         make(map[stream.EndReason]prometheus.Counter, len(stream.EndReasons)),
 	}
 	for _, r := range stream.EndReasons {
-		m.ended[r] = metrics.ended.WithLabelValues(server, zone, string(r))
+		m.endedBy[r] = metrics.ended.WithLabelValues(server, zone, string(r))
 	}
 	return m
 }
@@ -191,8 +139,24 @@ func (m *handlerMetrics) Opened() {
 // FirstByte implements stream.Observer.
 func (m *handlerMetrics) FirstByte(since time.Duration) { m.firstByte.Observe(since.Seconds()) }
 
-// Heartbeat implements stream.Observer.
-func (m *handlerMetrics) Heartbeat() { m.heartbeats.Inc() }
+// ended records a stream that ended for why after d.
+func (m *handlerMetrics) ended(why stream.EndReason, d time.Duration) {
+	m.open.Dec()
+	if c := m.endedBy[why]; c != nil {
+		c.Inc()
+	}
+	m.duration.Observe(d.Seconds())
+}
+
+// HeartbeatWritten implements stream.Observer.
+func (m *handlerMetrics) HeartbeatWritten() { m.heartbeats.Inc() }
+
+// The values of the sse_refused field, and of the refused metric's reason.
+const (
+	refusedLimit    = "limit"
+	refusedUpstream = "upstream"
+	refusedRedis    = "redis"
+)
 
 // Interface guards
 var _ stream.Observer = (*handlerMetrics)(nil)

@@ -144,28 +144,11 @@ type Handler struct {
 	DrainOnReload caddy.Duration `json:"drain_on_reload,omitempty"`
 
 	// runtime state, by concern
-	logger *zap.Logger
-	types  []string        // lower-cased extra media types
-	set    stream.Settings // what h's streams share: heartbeats, ends, scheduler, metrics (heartbeat.go)
-	group  *stream.Group   // h's open streams, in liveStreams; ended by shutdown and drain (shutdown.go)
-	lim    limitState      // h's limits, counters and Redis store (limits.go, redis_config.go)
-	obs    observability   // h's metric series and log-once notices (metrics.go)
-}
-
-// Limit caps the number of concurrent streams that share a key.
-type Limit struct {
-	// The most streams open at once for one key. Required, at least 1.
-	Max int `json:"max"`
-
-	// The key streams are counted by: a placeholder such as {client_ip}
-	// or {http.request.header.Authorization}, expanded per request.
-	// Keys longer than 128 bytes are hashed. A request whose key expands
-	// to the empty string (the header is missing, say) is not counted
-	// against this limit, as nginx's limit_conn does; to cap such
-	// requests too, use a key that is never empty, such as
-	// "{http.request.header.Authorization}{client_ip}". Default:
-	// "{http.request.host}".
-	Per string `json:"per,omitempty"`
+	logger  *zap.Logger
+	streams streamState     // what h's streams share: heartbeats, ends, scheduler, group (heartbeat.go)
+	lim     limitState      // h's limits, counters and Redis store (limits.go, redis_config.go)
+	life    lifecycle       // ends h's streams on shutdown and drain (shutdown.go)
+	obs     *handlerMetrics // h's metric series (metrics.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -180,7 +163,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and its lifecycle hooks.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.group = new(stream.Group)
 	if h.HeartbeatText == "" {
 		h.HeartbeatText = defaultHeartbeatText
 	}
@@ -190,11 +172,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RefuseStatus == 0 {
 		h.RefuseStatus = http.StatusServiceUnavailable
 	}
-	h.types = h.types[:0]
+	var types []string
 	for _, t := range h.Types {
 		mt, _, err := mime.ParseMediaType(t)
 		if err == nil {
-			h.types = append(h.types, mt) // ParseMediaType lower-cases
+			types = append(types, mt) // ParseMediaType lower-cases
 		}
 	}
 	for i := range h.Limits {
@@ -207,12 +189,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering sse metrics: %w", err)
 	}
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if err := h.provisionLimits(ctx, srv); err != nil {
+	var err error
+	if h.lim, err = newLimitState(ctx, srv, h.Zone, h.Limits, h.Redis, h.logger); err != nil {
 		return err
 	}
-	h.provisionObservability(srv)
-	h.provisionStreams()
-	h.provisionLifecycle(srv)
+	metrics.zones.add(&h.lim)
+	h.obs = newHandlerMetrics(h.lim.srvName, h.lim.zoneName)
+	h.streams = newStreamState(heartbeatConfig{
+		heartbeat: h.Heartbeat, retry: h.Retry,
+		text: h.HeartbeatText, frame: h.HeartbeatFrame,
+		maxDuration: h.MaxDuration, idle: h.IdleTimeout, drain: h.DrainOnReload,
+		types: types,
+	}, h.obs, h.logger)
+	h.life = lifecycle{group: h.streams.group, drain: time.Duration(h.DrainOnReload), logger: h.logger}
+	h.life.hookShutdown(srv)
+	warnAboutServer(srv, h.logger)
 	return nil
 }
 
@@ -244,14 +235,14 @@ func (h *Handler) Validate() error {
 	if err := firstFailure(checks); err != nil {
 		return err
 	}
-	return h.checkRedis()
+	return checkRedisUse(h.Redis, h.Zone, len(h.Limits))
 }
 
 // Cleanup releases h's hold on its limit zone and lifecycle hooks. Streams
 // still running on h go on and keep their slots until they end.
 func (h *Handler) Cleanup() error {
-	metrics.zones.remove(h)
-	return h.cleanupLimits()
+	metrics.zones.remove(&h.lim)
+	return h.lim.cleanup()
 }
 
 // durationHint explains why v is not a duration of field: a bare number

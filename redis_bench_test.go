@@ -104,7 +104,7 @@ func benchRedisHandler(b *testing.B, rs *testredis.Server, store string) *Handle
 		h.Redis = &RedisStore{Address: rs.Addr, Password: rs.Password, Timeout: caddy1s}
 	}
 	h, _ = limHandler(b, h)
-	h.logger = zap.NewNop()
+	useLogger(h, zap.NewNop())
 	return h
 }
 

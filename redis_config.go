@@ -29,12 +29,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/rueidis"
 )
 
@@ -301,188 +298,22 @@ func (r *RedisStore) fingerprint() string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// unmarshalCaddyfile parses a redis subdirective:
-//
-//	redis <host:port>|<redis[s]://...> {
-//	    username   <name>
-//	    password   <secret>
-//	    db         <n>
-//	    tls        [insecure] [ca <file>]
-//	    key_prefix <prefix>
-//	    lease      <duration>
-//	    timeout    <duration>
-//	    on_error   local|refuse
-//	}
-func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.Errf("redis: missing address (host:port or redis://…)")
-	}
-	r.Address = d.Val()
-	if d.NextArg() {
-		return d.Errf("redis: one address expected, got an extra argument")
-	}
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("redis: %s already specified", opt)
-		}
-		seen[opt] = true
-		parse, known := redisOptions[opt]
-		if !known {
-			return d.Errf("redis: unrecognized option %q", opt)
-		}
-		if err := parse(r, d, "redis: "+opt); err != nil {
-			return err
-		}
-	}
-	if err := r.check(); err != nil {
-		return d.Errf("%v", err)
-	}
-	return nil
-}
-
-// redisOptions are the parsers of the redis block's options, by name.
-// Each checks the syntax and hands the value to the checker that check
-// uses too.
-var redisOptions = map[string]subdirectiveParser[RedisStore]{
-	"username":   stringArg(func(r *RedisStore, v string) { r.Username = v }, nil),
-	"password":   (*RedisStore).parsePassword,
-	"db":         (*RedisStore).parseDB,
-	"tls":        (*RedisStore).parseTLS,
-	"key_prefix": stringArg(func(r *RedisStore, v string) { r.KeyPrefix = v }, checkRedisName),
-	"lease":      durationArg(func(r *RedisStore, d caddy.Duration) { r.Lease = d }, checkRedisLease),
-	"timeout":    durationArg(func(r *RedisStore, d caddy.Duration) { r.Timeout = d }, checkRedisTimeout),
-	"on_error":   stringArg(func(r *RedisStore, v string) { r.OnError = v }, checkOnError),
-}
-
-// parsePassword parses password <secret>, and never quotes it.
-func (r *RedisStore) parsePassword(d *caddyfile.Dispenser, name string) error {
-	if !d.NextArg() {
-		return d.Errf("%s: missing value", name)
-	}
-	r.Password = d.Val()
-	if d.NextArg() {
-		return d.Errf("%s: one value expected, got an extra argument", name)
-	}
-	return nil
-}
-
-// parseDB parses db <n>.
-func (r *RedisStore) parseDB(d *caddyfile.Dispenser, name string) error {
-	v, err := oneArg(d, name)
-	if err != nil {
-		return err
-	}
-	if n, err := strconv.Atoi(v); err == nil && checkRedisDB(n) == nil {
-		r.DB = n
+// checkRedisUse validates redis settings r against the rest of the
+// handler: its zone name and its number of limits. Nil settings are valid.
+func checkRedisUse(r *RedisStore, zone string, limits int) error {
+	if r == nil {
 		return nil
 	}
-	return d.Errf("%s: want a database number, got %q", name, v)
-}
-
-// parseTLS parses tls [insecure] [ca <file>].
-func (r *RedisStore) parseTLS(d *caddyfile.Dispenser, name string) error {
-	t := new(RedisTLS)
-	for d.NextArg() {
-		switch d.Val() {
-		case "insecure":
-			t.InsecureSkipVerify = true
-		case "ca":
-			if !d.NextArg() {
-				return d.Errf("%s: ca: missing file", name)
-			}
-			t.CA = d.Val()
-		default:
-			return d.Errf("%s: want [insecure] [ca <file>], got %q", name, d.Val())
-		}
-	}
-	r.TLS = t
-	return nil
-}
-
-// redisStores holds the Redis side of zones, by zone name and settings,
-// so a reload with the same settings keeps the leases and the connection.
-var redisStores = caddy.NewUsagePool()
-
-// redisLoads records, per config load (each has its own metrics
-// registry), the settings each zone uses, so two blocks that share a zone
-// with different Redis settings are an error.
-var redisLoads sync.Map // *prometheus.Registry → *sync.Map (zone → fingerprint)
-
-// provisionRedis attaches h to the Redis store of its zone.
-func (h *Handler) provisionRedis(ctx caddy.Context) error {
-	if h.Zone == "" || len(h.Limits) == 0 {
-		return nil
-	}
-	fp := "" // no redis
-	if h.Redis != nil {
-		if err := h.checkRedis(); err != nil {
-			return err
-		}
-		fp = h.Redis.fingerprint()
-	}
-	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		v, _ := redisLoads.LoadOrStore(reg, new(sync.Map))
-		if prev, loaded := v.(*sync.Map).LoadOrStore(h.Zone, fp); loaded && prev != fp {
-			return fmt.Errorf("redis: zone %q is used with other redis settings (or none) by another sse block; blocks that share a zone must share its redis settings", h.Zone)
-		}
-		h.lim.redisLoad = reg
-	}
-	if h.Redis == nil {
-		return nil
-	}
-	opt, err := h.Redis.clientOption()
-	if err != nil {
-		return err
-	}
-	h.lim.redisKey = "sse.redis." + h.Zone + "\x00" + fp
-	cfg := limit.RedisConfig{
-		Zone:    h.Zone,
-		Prefix:  h.Redis.prefix(),
-		Lease:   h.Redis.lease(),
-		Timeout: h.Redis.timeout(),
-		Refuse:  h.Redis.onError() == onErrorRefuse,
-		Client:  opt,
-		Logger:  h.logger,
-	}
-	v, _, err := redisStores.LoadOrNew(h.lim.redisKey, func() (caddy.Destructor, error) {
-		return limit.NewRedis(cfg), nil
-	})
-	if err != nil {
-		return err
-	}
-	h.lim.redis = v.(*limit.Redis)
-	return nil
-}
-
-// checkRedis validates h's redis settings against the rest of h.
-func (h *Handler) checkRedis() error {
-	if h.Redis == nil {
-		return nil
-	}
-	if h.Zone == "" {
+	if zone == "" {
 		return errors.New("redis: needs a zone name (zone <name>): every instance must count into the same keys, and default zone names can differ between instances")
 	}
-	if err := checkRedisName(h.Zone); err != nil {
+	if err := checkRedisName(zone); err != nil {
 		return fmt.Errorf("zone: with redis, %w", err)
 	}
-	if len(h.Limits) == 0 {
+	if limits == 0 {
 		return errors.New("redis: has nothing to count without a limit")
 	}
-	return h.Redis.check()
-}
-
-// cleanupRedis releases h's hold on its store.
-func (h *Handler) cleanupRedis() error {
-	if h.lim.redisLoad != nil {
-		redisLoads.Delete(h.lim.redisLoad)
-	}
-	if h.lim.redisKey == "" {
-		return nil
-	}
-	_, err := redisStores.Delete(h.lim.redisKey)
-	return err
+	return r.check()
 }
 
 // Defaults and bounds of the redis block.

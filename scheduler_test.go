@@ -28,7 +28,7 @@ func TestSlowClientDoesNotDelayOtherBeats(t *testing.T) {
 	interval := time.Second
 	d := caddy.Duration(interval)
 	h := provisionHandler(t, &Handler{Heartbeat: &d})
-	granule := h.set.Sched.Granule()
+	granule := h.streams.set.Sched.Granule()
 
 	release := make(chan struct{})
 	var releaseOnce sync.Once

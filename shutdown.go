@@ -14,7 +14,7 @@
 
 package caddysse
 
-// Exit and reload: the hooks that end a handler's streams when its server
+// Exit and reload: the hook that ends a handler's streams when its server
 // shuts down, at once on exit, over drain_on_reload on a reload.
 
 import (
@@ -26,33 +26,43 @@ import (
 	"go.uber.org/zap"
 )
 
-// provisionLifecycle hooks h to its server's shutdown, which happens both
-// when Caddy exits and when a reload replaces the config, and warns about
-// server settings that cut quiet streams (warnings.go).
+// lifecycle ends a handler's streams (group) when its server shuts down.
+type lifecycle struct {
+	group  *stream.Group
+	drain  time.Duration // drain_on_reload; 0 keeps the old config's streams open on a reload
+	logger *zap.Logger
+}
+
+// hookShutdown hooks l to srv's shutdown, which happens both when Caddy
+// exits and when a reload replaces the config.
 //
 // A module cannot rely on the context's OnCancel for this: Caddy cancels
 // the config's context only after the servers have shut down, and with
 // the default eternal grace_period they never finish while streams are
 // open.
-func (h *Handler) provisionLifecycle(srv *caddyhttp.Server) {
-	if srv == nil {
-		return
+func (l *lifecycle) hookShutdown(srv *caddyhttp.Server) {
+	if srv != nil {
+		srv.RegisterOnShutdown(l.onServerShutdown)
 	}
-	srv.RegisterOnShutdown(h.onServerShutdown)
-	h.warnAboutServer(srv)
 }
 
-// onServerShutdown runs when the server h belongs to starts shutting down.
-// On exit, every stream ends at once (at its next event boundary); on a
-// reload, streams end only if drain_on_reload is set.
-func (h *Handler) onServerShutdown() {
+// onServerShutdown runs when the server starts shutting down. On exit,
+// every stream ends at once (at its next event boundary); on a reload,
+// streams end only if drain_on_reload is set.
+func (l *lifecycle) onServerShutdown() {
 	switch {
 	case caddy.Exiting():
-		n := liveStreams.EndGroup(h.group, stream.EndShutdown, 0)
-		h.logger.Info("ending streams for shutdown", zap.Int("streams", n))
-	case h.DrainOnReload > 0:
-		n := liveStreams.EndGroup(h.group, stream.EndDrain, time.Duration(h.DrainOnReload))
-		h.logger.Info("draining streams of the old config",
-			zap.Int("streams", n), zap.Duration("window", time.Duration(h.DrainOnReload)))
+		n := liveStreams.EndGroup(l.group, stream.EndShutdown, 0)
+		l.logger.Info("ending streams for shutdown", zap.Int("streams", n))
+	case l.drain > 0:
+		n := liveStreams.EndGroup(l.group, stream.EndDrain, l.drain)
+		l.logger.Info("draining streams of the old config",
+			zap.Int("streams", n), zap.Duration("window", l.drain))
 	}
 }
+
+// liveStreams is the one registry of open streams of the process, whatever
+// handler, server or config they belong to: writers add their streams to
+// it, /sse/streams lists it, shutdown and drain end a handler's group of
+// it.
+var liveStreams = new(stream.Registry)

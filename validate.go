@@ -155,28 +155,28 @@ func firstFailure(checks []fieldCheck) error {
 	return nil
 }
 
-// ifSet returns check(v), or nil when v is the zero value: in JSON, a
+// ifSet returns checker(v), or nil when v is the zero value: in JSON, a
 // field left out, which takes its default. (A Caddyfile has no such
 // value, so its parser checks every argument.)
-func ifSet[T comparable](v T, check func(T) error) error {
+func ifSet[T comparable](v T, checker func(T) error) error {
 	var zero T
 	if v == zero {
 		return nil
 	}
-	return check(v)
+	return checker(v)
 }
 
-// optional returns check(*d) for a duration field that is set, and nil for
+// optional returns checker(*d) for a duration field that is set, and nil for
 // one left out.
-func optional(d *caddy.Duration, check func(time.Duration) error) error {
+func optional(d *caddy.Duration, checker func(time.Duration) error) error {
 	if d == nil {
 		return nil
 	}
-	return check(time.Duration(*d))
+	return checker(time.Duration(*d))
 }
 
 // inJSON adapts a checker of a value and its spelling to a JSON field's
 // value, spelt as Go prints it.
-func inJSON[T any](check func(v T, as string) error) func(T) error {
-	return func(v T) error { return check(v, fmt.Sprint(v)) }
+func inJSON[T any](checker func(v T, as string) error) func(T) error {
+	return func(v T) error { return checker(v, fmt.Sprint(v)) }
 }

@@ -26,19 +26,22 @@ import (
 	"go.uber.org/zap"
 )
 
-// warnAboutServer warns about server settings that cut quiet streams, and
-// about a reverse_proxy that buffers responses.
-func (h *Handler) warnAboutServer(srv *caddyhttp.Server) {
+// warnAboutServer warns about srv's settings that cut quiet streams, and
+// about a reverse_proxy in it that buffers responses.
+func warnAboutServer(srv *caddyhttp.Server, logger *zap.Logger) {
+	if srv == nil {
+		return
+	}
 	if srv.WriteTimeout > 0 {
-		h.logger.Warn("server write_timeout ends every stream that lasts longer; streams behind sse are long-lived",
+		logger.Warn("server write_timeout ends every stream that lasts longer; streams behind sse are long-lived",
 			zap.Duration("write_timeout", time.Duration(srv.WriteTimeout)))
 	}
 	if srv.WriteMinRate > 0 {
-		h.logger.Warn("server write_min_rate aborts quiet streams, whose rate is a few bytes a second",
+		logger.Warn("server write_min_rate aborts quiet streams, whose rate is a few bytes a second",
 			zap.Int64("write_min_rate", srv.WriteMinRate))
 	}
 	if n := responseBuffers(srv.Routes); n != 0 {
-		h.logger.Warn("a reverse_proxy in this server has response_buffers set; a stream it proxies is buffered before it reaches sse",
+		logger.Warn("a reverse_proxy in this server has response_buffers set; a stream it proxies is buffered before it reaches sse",
 			zap.Int64("response_buffers", n))
 	}
 }

@@ -34,7 +34,7 @@ import (
 // servers, with the same values.
 type zoneCollector struct {
 	mu       sync.Mutex
-	handlers map[*Handler]struct{} // provisioned handlers with limits
+	handlers map[*limitState]struct{} // the limits of provisioned handlers
 
 	streams, keys, fullest, max *prometheus.Desc
 	redisUp, redisTransitions   *prometheus.Desc
@@ -50,7 +50,7 @@ func newZoneCollector() *zoneCollector {
 		return prometheus.NewDesc(prometheus.BuildFQName("caddy", "sse", name), help, labels, nil)
 	}
 	return &zoneCollector{
-		handlers: make(map[*Handler]struct{}),
+		handlers: make(map[*limitState]struct{}),
 		streams:  desc("zone_streams", "Streams counted by the limits of a zone with this key template (per), over every key."),
 		keys:     desc("zone_keys", "Keys with at least one stream counted, in a zone, by key template."),
 		fullest:  desc("zone_fullest_key_streams", "Streams of the key with the most, in a zone, by key template: divide by caddy_sse_zone_max for how full the fullest key is."),
@@ -64,21 +64,21 @@ func newZoneCollector() *zoneCollector {
 	}
 }
 
-// add makes the collector report h's limits, if it has any.
-func (c *zoneCollector) add(h *Handler) {
-	if h.lim.store == nil {
+// add makes the collector report lim, if it has limits.
+func (c *zoneCollector) add(lim *limitState) {
+	if lim.store == nil {
 		return
 	}
-	h.obs.seq = provisions.Add(1)
+	lim.seq = provisions.Add(1)
 	c.mu.Lock()
-	c.handlers[h] = struct{}{}
+	c.handlers[lim] = struct{}{}
 	c.mu.Unlock()
 }
 
-// remove stops reporting h's limits.
-func (c *zoneCollector) remove(h *Handler) {
+// remove stops reporting lim.
+func (c *zoneCollector) remove(lim *limitState) {
 	c.mu.Lock()
-	delete(c.handlers, h)
+	delete(c.handlers, lim)
 	c.mu.Unlock()
 }
 
@@ -108,16 +108,16 @@ func (c *zoneCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	stores := make(map[series]store) // per is empty
 	c.mu.Lock()
-	for h := range c.handlers {
-		lim, seq := &h.lim, h.obs.seq
+	for lim := range c.handlers {
+		seq := lim.seq
 		if lim.redis != nil {
-			s := series{server: h.obs.server, zone: lim.zoneName}
+			s := series{server: lim.srvName, zone: lim.zoneName}
 			if cur, ok := stores[s]; !ok || seq > cur.seq {
 				stores[s] = store{lim.redis, seq}
 			}
 		}
 		for _, l := range lim.limits {
-			s := series{h.obs.server, lim.zoneName, l.ID}
+			s := series{lim.srvName, lim.zoneName, l.ID}
 			if cur, ok := limits[s]; !ok || seq > cur.seq {
 				limits[s] = limitOf{max: uint64(l.Max), seq: seq, c: lim.counters, id: l.ID}
 			}

@@ -16,7 +16,7 @@ import (
 func TestZoneRedisMetrics(t *testing.T) {
 	rs := testredis.Start(t)
 	h := redisHandler(t, rs, "metrics", onErrorLocal)
-	h.obs.server = "srvR" // as Provision sets it inside a server
+	h.lim.srvName = "srvR" // as Provision sets it inside a server
 	labels := []string{"server", "srvR", "zone", h.lim.zoneName}
 	if v := collectedValue(t, metrics.zones, "caddy_sse_zone_redis_up", labels...); v != 1 {
 		t.Fatalf("zone_redis_up = %v with Redis up, want 1", v)

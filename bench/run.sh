@@ -30,7 +30,8 @@
 #   ZSTD=1              also measure memory of stock+encode for a zstd-only client (at SMALL_STREAMS)
 #   PIN=1               servers on CPU $SERVER_CPU, load tool and upstream on CPU $CLIENT_CPU
 #   SERVER_CPU=1 CLIENT_CPU=0 BENCH_COUNT=5
-#   PROFILE=1           save a heap profile of each Caddy contender while it holds $STREAMS streams
+#   PROFILE=1           save a heap profile of each Caddy contender while it holds $STREAMS streams,
+#                       and a CPU profile of stock and sse in the first pair of the events figure
 # Small run: STREAMS=1000 SMALL_STREAMS=200 ROUNDS=1 LAT_ROUNDS=1 LAT_WINDOW=5s FLOOD_WINDOW=3s HB_WINDOW=5s SETTLE=2s HB_RATES="300:1s" HB_GOROUTINES=300 bench/run.sh
 set -euo pipefail
 
@@ -379,8 +380,14 @@ if has events; then
 		for c in $(order "$r" stock sse); do
 			log "events pair $r $c: $EVENT_STREAMS streams, an event every $EVENT_EVERY, $EVENT_WINDOW"
 			start_server "$c"
+			# with PROFILE=1, the first pair also takes a CPU profile of
+			# each contender, before its measurement window
+			prof=()
+			if [[ $PROFILE == 1 && $r == 1 ]]; then
+				prof=(-fetch "http://127.0.0.1:${ADMIN[$c]}/debug/pprof/profile?seconds=8" -fetch-out "$OUT/cpu-events-$c.pprof")
+			fi
 			load "$c" "/tick?every=$EVENT_EVERY" "$OUT/json/events-$c-r$r.json" -stages "$EVENT_STREAMS" -ae "$AE" -pid "$SPID" \
-				-settle 2s -window "$EVENT_WINDOW" || true
+				-settle 2s -window "$EVENT_WINDOW" "${prof[@]}" || true
 			stop_server
 		done
 	done

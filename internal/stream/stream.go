@@ -40,8 +40,8 @@ type Observer interface {
 	// FirstByte is called once, when the upstream's first byte went out,
 	// with the time since the request began.
 	FirstByte(since time.Duration)
-	// Heartbeat is called after every heartbeat written.
-	Heartbeat()
+	// HeartbeatWritten is called after every heartbeat written.
+	HeartbeatWritten()
 }
 
 // Settings are what the streams of one handler share: read-only once the

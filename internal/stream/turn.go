@@ -75,7 +75,7 @@ func (st *Stream) beatLocked() {
 	// between events, whichever frame was written
 	st.boundary = Boundary{}
 	st.heartbeats.Add(1)
-	st.set.Obs.Heartbeat()
+	st.set.Obs.HeartbeatWritten()
 }
 
 // dueEnd returns why the stream should end now, or "".
