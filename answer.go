@@ -75,9 +75,9 @@ func (h *Handler) answerUpstreamFailure(sw *streamWriter, err error) {
 // back later: 200, text/event-stream, a retry field, end.
 func (h *Handler) writeRetryAnswer(w http.ResponseWriter, f stream.Frame) {
 	hdr := w.Header()
-	clearRepresentation(hdr)
+	stream.ClearRepresentation(hdr)
 	hdr.Set("Content-Type", "text/event-stream")
-	repairHeader(hdr)
+	stream.RepairHeader(hdr)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(h.streams.retryField(f))
 }

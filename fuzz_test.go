@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caddy-sse/caddy-sse/internal/limit"
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -124,14 +125,14 @@ func FuzzMediaType(f *testing.F) {
 	}
 	h := &Handler{streams: streamState{types: []string{"application/x-ndjson"}}}
 	f.Fuzz(func(t *testing.T, v string) {
-		got := isEventStream(v)
+		got := stream.IsEventStream(v)
 		kind := h.streams.kindOf(http.StatusOK, http.Header{"Content-Type": {v}})
 		if got != (kind == eventStream) {
-			t.Fatalf("isEventStream(%q) = %v, but streamKind says %v", v, got, kind)
+			t.Fatalf("stream.IsEventStream(%q) = %v, but streamKind says %v", v, got, kind)
 		}
 		if mt, _, err := mime.ParseMediaType(v); err == nil {
 			if want := mt == "text/event-stream"; got != want {
-				t.Fatalf("isEventStream(%q) = %v, want %v (mime.ParseMediaType: %q)", v, got, want, mt)
+				t.Fatalf("stream.IsEventStream(%q) = %v, want %v (mime.ParseMediaType: %q)", v, got, want, mt)
 			}
 			if want := mt == "application/x-ndjson"; (kind == otherStream) != want {
 				t.Fatalf("streamKind(%q) = %v, want extra type %v (mime.ParseMediaType: %q)", v, kind, want, mt)

@@ -175,7 +175,7 @@ func isEventSourceRequest(r *http.Request) bool {
 func acceptsEventStream(r *http.Request) bool {
 	for _, v := range r.Header["Accept"] {
 		for item := range strings.SplitSeq(v, ",") {
-			if isEventStream(item) {
+			if stream.IsEventStream(item) {
 				return true
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -117,7 +118,7 @@ func TestUpstreamFailureAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ServeHTTP error = %v, want the retry answer instead", err)
 			}
-			if rec.Code != http.StatusOK || !isEventStream(rec.Header().Get("Content-Type")) {
+			if rec.Code != http.StatusOK || !stream.IsEventStream(rec.Header().Get("Content-Type")) {
 				t.Fatalf("answer %d %q, want 200 text/event-stream", rec.Code, rec.Header().Get("Content-Type"))
 			}
 			if body := rec.Body.String(); !strings.HasPrefix(body, "retry: ") || strings.Contains(body, "data:") {

@@ -1024,7 +1024,7 @@ func limCheckRetryAnswer(t testing.TB, res *http.Response, retry time.Duration) 
 	if res.StatusCode != http.StatusOK {
 		t.Errorf("status = %d, want 200 (any other status makes an EventSource give up)", res.StatusCode)
 	}
-	if ct := res.Header.Get("Content-Type"); !isEventStream(ct) {
+	if ct := res.Header.Get("Content-Type"); !stream.IsEventStream(ct) {
 		t.Errorf("Content-Type = %q, want text/event-stream", ct)
 	}
 	body := limReadAll(t, res.Body)

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -95,7 +96,7 @@ func TestRetryAnswerDropsInnerHeader(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ServeHTTP = %v, want the retry answer", err)
 	}
-	if rec.Code != http.StatusOK || !isEventStream(rec.Header().Get("Content-Type")) {
+	if rec.Code != http.StatusOK || !stream.IsEventStream(rec.Header().Get("Content-Type")) {
 		t.Fatalf("status %d, Content-Type %q: not the retry answer", rec.Code, rec.Header().Get("Content-Type"))
 	}
 	for _, name := range []string{"Set-Cookie", "X-Inner"} {
