@@ -62,8 +62,7 @@ type streamWriter struct {
 	frame      stream.Frame   // how heartbeats and retry fields are framed for this client
 	start      time.Time      // when ServeHTTP began
 	cancel     func(error)    // ends the request seen by the inner handlers
-	mode       mode           //
-	status     int            // the final status, once decided
+	mode       mode           // what WriteHeader decided
 	refusal    *limit.Refusal // why a limit refused the stream, in modeRefused
 	admitted   bool           // admission done (hold may still be nil: nothing counted it)
 	hold       *limit.Hold    // the stream's place in the limit counters, nil if none
@@ -91,7 +90,6 @@ func (sw *streamWriter) WriteHeader(status int) {
 		}
 		return
 	}
-	sw.status = status
 	hdr := sw.Header()
 	kind := sw.h.streams.kindOf(status, hdr)
 	if kind == notStream {
@@ -109,7 +107,9 @@ func (sw *streamWriter) WriteHeader(status int) {
 	}
 	sw.mode = modeStream
 	streams := &sw.h.streams
-	opt := streams.options(kind == eventStream, status, sw.req.Method, hdr) // heartbeat.go
+	// what the settings decide of the stream (heartbeat.go), and what the
+	// writer knows of its request
+	opt := streams.options(kind == eventStream, status, sw.req.Method, hdr)
 	opt.Frame, opt.Start, opt.Cancel, opt.Label = sw.frame, sw.start, sw.cancel, sw.describe()
 	stream.RepairHeader(hdr)
 	sw.ResponseWriter.WriteHeader(status)

@@ -23,6 +23,12 @@
 // a way browser EventSource clients survive, and ends streams cleanly on
 // shutdown, reload or after a maximum duration. Every other response passes
 // through untouched.
+//
+// This package is the Caddy adapter: the config, the Caddyfile, ServeHTTP
+// and the response-writer wrapper, the admin API, metrics and log fields.
+// The engine beneath it, which knows nothing of Caddy, is internal/stream
+// (the stream, its heartbeats and ends, the scheduler, the registry of open
+// streams) and internal/limit (the stores that count streams per key).
 package caddysse
 
 import (
