@@ -164,21 +164,11 @@ func UTF8DecodeWithoutBOM(b []byte) string {
 			case c >= 0xC2 && c <= 0xDF:
 				needed, cp = 1, rune(c&0x1F)
 			case c >= 0xE0 && c <= 0xEF:
-				if c == 0xE0 {
-					lower = 0xA0
-				}
-				if c == 0xED {
-					upper = 0x9F
-				}
 				needed, cp = 2, rune(c&0xF)
+				lower, upper = secondByteBounds(c)
 			case c >= 0xF0 && c <= 0xF4:
-				if c == 0xF0 {
-					lower = 0x90
-				}
-				if c == 0xF4 {
-					upper = 0x8F
-				}
 				needed, cp = 3, rune(c&0x7)
+				lower, upper = secondByteBounds(c)
 			default:
 				sb.WriteRune(utf8.RuneError)
 			}
@@ -203,6 +193,24 @@ func UTF8DecodeWithoutBOM(b []byte) string {
 		sb.WriteRune(utf8.RuneError)
 	}
 	return sb.String()
+}
+
+// secondByteBounds returns the range the byte after lead byte c may take,
+// which is narrower than 80-BF after E0, ED, F0 and F4: no overlong forms,
+// no surrogates, nothing above U+10FFFF (Encoding Standard, 4.1).
+func secondByteBounds(c byte) (lower, upper byte) {
+	lower, upper = 0x80, 0xBF
+	switch c {
+	case 0xE0:
+		lower = 0xA0
+	case 0xED:
+		upper = 0x9F
+	case 0xF0:
+		lower = 0x90
+	case 0xF4:
+		upper = 0x8F
+	}
+	return lower, upper
 }
 
 // Corpus is a set of event streams that exercise every step of 9.2.6.

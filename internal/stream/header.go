@@ -63,8 +63,9 @@ func EqualFoldASCII(a, b string) bool {
 }
 
 // RepairHeader prepares a stream's header for the trip to the client: it
-// tells a compressor in front (Caddy's encode) and the next hop not to transform or buffer the body,
-// drops Content-Length (a stream has no length) and strips hop-by-hop fields.
+// tells a compressor in front (such as Caddy's encode) and the next hop
+// not to transform or buffer the body, drops Content-Length (a stream has
+// no length) and strips hop-by-hop fields.
 func RepairHeader(hdr http.Header) {
 	MergeCacheControl(hdr)
 	// nginx reads this and turns proxy_buffering off for this response

@@ -31,13 +31,13 @@ import (
 // list of the first tick (a multiple of the granule) at or after its due
 // time, so no stream has a turn early. One time.AfterFunc timer drives it,
 // armed only while a stream waits in the wheel: no goroutine exists while
-// nothing is due, and none outlives the last stream (caddy validate and
-// adapt provision and clean up handlers that never see a stream; a
-// reloaded-away handler's scheduler runs until its last stream ends).
+// nothing is due, and none outlives the last stream (a config that is only
+// validated makes schedulers that never see a stream; the scheduler of a
+// config reloaded away runs until its last stream ends).
 //
-// The granule is a sixteenth of the shortest duration of its streams' settings
-// (heartbeat, idle_timeout, max_duration, drain_on_reload), between 1 ms
-// and 250 ms: 250 ms at the default 15 s heartbeat, 62.5 ms at 1 s. A beat
+// The granule (GranuleFor) is a sixteenth of the shortest duration of its
+// streams' settings (heartbeat, idle timeout, max duration, drain window),
+// between 1 ms and 250 ms: 250 ms at the default 15 s heartbeat, 62.5 ms at 1 s. A beat
 // is then at most one granule (at most 6.25 % of the interval) after it is
 // due, within the 20 % by which the interval is already jittered, and never
 // later than the configured interval plus one granule. Whatever the number
