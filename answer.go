@@ -37,19 +37,20 @@ import (
 // (WHATWG HTML, 9.2.3, "fail the connection"). Other clients get
 // RefuseStatus with Retry-After, as an error handle_errors can shape.
 func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *limit.Refusal) error {
+	var l Limit // the limit that refused, none when the store was unavailable
 	if r.Unavailable {
 		h.obs.refusedRedis.Inc()
 		h.logger.Debug("stream refused: the zone's redis is unreachable and on_error is refuse", zap.String("zone", h.Zone))
 	} else {
 		h.obs.refusedLimit.Inc()
-		l := h.lim.config[r.Limit]
+		l = h.lim.config[r.Limit]
 		fields := []zap.Field{zap.Int("limit", l.Max), zap.String("per", l.Per)}
 		if h.LogKey {
 			fields = append(fields, zap.String("key", r.Key))
 		}
 		h.logger.Info("stream limit reached", fields...)
 	}
-	sw.logRefusedByLimit(r)
+	logRefusedByLimit(sw.req, h.lim.zoneName, r, l, h.LogKey)
 	sw.resetHeader()
 	if sw.eventSrc {
 		h.writeRetryAnswer(w, sw.frame)
@@ -66,7 +67,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sw *streamWriter, r *limit.Refus
 func (h *Handler) answerUpstreamFailure(sw *streamWriter, err error) {
 	h.obs.refusedUpstream.Inc()
 	h.logger.Info("upstream failed; told the client to reconnect later", zap.Error(err))
-	sw.logRefusedByUpstream(err)
+	logRefusedByUpstream(sw.req, err)
 	sw.resetHeader()
 	h.writeRetryAnswer(sw.ResponseWriter, sw.frame)
 }

@@ -26,6 +26,8 @@ import (
 
 	"github.com/caddy-sse/caddy-sse/internal/limit"
 	"github.com/caddy-sse/caddy-sse/internal/stream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -91,7 +93,7 @@ func (sw *streamWriter) WriteHeader(status int) {
 		return
 	}
 	hdr := sw.Header()
-	kind := sw.h.streams.kindOf(status, hdr)
+	kind := streamKind(sw.h.streams.types, status, hdr)
 	if kind == notStream {
 		sw.mode = modePass
 		sw.ResponseWriter.WriteHeader(status)
@@ -194,9 +196,70 @@ func (sw *streamWriter) ReadFrom(r io.Reader) (int64, error) {
 // writerOnly hides ReadFrom so io.Copy does not recurse.
 type writerOnly struct{ io.Writer }
 
-// kindOf tells what kind of stream a response with this status and header
-// is. Only 2xx responses with a body are streams.
-func (s *streamState) kindOf(status int, hdr http.Header) kind {
+// finish ends the request's part in sse, however it ended: it closes the
+// stream, so nothing is written after ServeHTTP returns, releases the limit
+// hold, and records the ending. It runs once, for every request, stream or
+// not.
+func (sw *streamWriter) finish(why stream.EndReason) {
+	sw.finishOnce.Do(func() {
+		why = sw.st.Close(why)
+		sw.hold.Release()
+		if sw.mode != modeStream {
+			return
+		}
+		liveStreams.Remove(&sw.st)
+		sw.recordEnd(why)
+	})
+}
+
+// recordEnd records how sw's stream ended: the metrics, the access log
+// fields and, at debug level, a log line.
+func (sw *streamWriter) recordEnd(why stream.EndReason) {
+	zone := ""
+	if sw.hold != nil {
+		zone = sw.h.lim.zoneName
+	}
+	logEnd(sw.req, why, sw.st.Heartbeats(), sw.frame, zone) // logfields.go
+	d := time.Since(sw.start)
+	sw.h.obs.ended(why, d)
+	if c := sw.h.logger.Check(zapcore.DebugLevel, "stream ended"); c != nil {
+		st := &sw.st
+		fields := []zap.Field{
+			zap.String("reason", string(why)),
+			zap.Duration("duration", d),
+			zap.Int64("bytes", st.Bytes()),
+			zap.Int64("heartbeats", st.Heartbeats()),
+			zap.String("proto", sw.req.Proto),
+		}
+		if s := st.Scanner(); s != nil {
+			fields = append(fields, zap.Int64("events", s.Events()))
+			if id, ok := s.LastID(); ok {
+				fields = append(fields, zap.ByteString("last_event_id", id))
+			}
+		}
+		c.Write(fields...)
+	}
+}
+
+// clientGone reports whether the client went away: a write to it failed or
+// its request was canceled.
+func (sw *streamWriter) clientGone() bool {
+	return sw.st.WriteFailed() || sw.req.Context().Err() != nil
+}
+
+// failureReason is why a stream whose handler failed ended: the client
+// left, or something else went wrong.
+func (sw *streamWriter) failureReason() stream.EndReason {
+	if sw.clientGone() {
+		return stream.EndClient
+	}
+	return stream.EndError
+}
+
+// streamKind tells what kind of stream a response with this status and
+// header is, types being the extra media types (lower-cased). Only 2xx
+// responses with a body are streams.
+func streamKind(types []string, status int, hdr http.Header) kind {
 	if status < 200 || status > 299 || status == http.StatusNoContent || status == http.StatusResetContent {
 		return notStream
 	}
@@ -208,7 +271,7 @@ func (s *streamState) kindOf(status int, hdr http.Header) kind {
 	if stream.EqualFoldASCII(mt, "text/event-stream") {
 		return eventStream
 	}
-	for _, t := range s.types {
+	for _, t := range types {
 		if stream.EqualFoldASCII(mt, t) {
 			return otherStream
 		}

@@ -67,7 +67,7 @@ func TestStreamKind(t *testing.T) {
 			if tc.ct != nil {
 				hdr["Content-Type"] = tc.ct
 			}
-			if got := tc.h.streams.kindOf(tc.status, hdr); got != tc.want {
+			if got := streamKind(tc.h.streams.types, tc.status, hdr); got != tc.want {
 				t.Errorf("streamKind(%d, %q) = %v, want %v", tc.status, tc.ct, got, tc.want)
 			}
 		})

@@ -126,7 +126,7 @@ func FuzzMediaType(f *testing.F) {
 	h := &Handler{streams: streamState{types: []string{"application/x-ndjson"}}}
 	f.Fuzz(func(t *testing.T, v string) {
 		got := stream.IsEventStream(v)
-		kind := h.streams.kindOf(http.StatusOK, http.Header{"Content-Type": {v}})
+		kind := streamKind(h.streams.types, http.StatusOK, http.Header{"Content-Type": {v}})
 		if got != (kind == eventStream) {
 			t.Fatalf("stream.IsEventStream(%q) = %v, but streamKind says %v", v, got, kind)
 		}

@@ -25,8 +25,6 @@ import (
 
 	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // ServeHTTP wraps the response of the handlers inside sse. It admits
@@ -106,62 +104,6 @@ func (h *Handler) afterNext(sw *streamWriter, err error, why *stream.EndReason) 
 		*why = stream.EndClient
 	}
 	return nil
-}
-
-// finish ends the request's part in sse, however it ended: it closes the
-// stream, so nothing is written after ServeHTTP returns, releases the limit
-// hold, and records the ending. It runs once, for every request, stream or
-// not.
-func (sw *streamWriter) finish(why stream.EndReason) {
-	sw.finishOnce.Do(func() {
-		why = sw.st.Close(why)
-		sw.hold.Release()
-		if sw.mode != modeStream {
-			return
-		}
-		liveStreams.Remove(&sw.st)
-		sw.recordEnd(why)
-	})
-}
-
-// recordEnd records how sw's stream ended: the metrics, the access log
-// fields and, at debug level, a log line.
-func (sw *streamWriter) recordEnd(why stream.EndReason) {
-	sw.logEnd(why) // logfields.go
-	d := time.Since(sw.start)
-	sw.h.obs.ended(why, d)
-	if c := sw.h.logger.Check(zapcore.DebugLevel, "stream ended"); c != nil {
-		st := &sw.st
-		fields := []zap.Field{
-			zap.String("reason", string(why)),
-			zap.Duration("duration", d),
-			zap.Int64("bytes", st.Bytes()),
-			zap.Int64("heartbeats", st.Heartbeats()),
-			zap.String("proto", sw.req.Proto),
-		}
-		if s := st.Scanner(); s != nil {
-			fields = append(fields, zap.Int64("events", s.Events()))
-			if id, ok := s.LastID(); ok {
-				fields = append(fields, zap.ByteString("last_event_id", id))
-			}
-		}
-		c.Write(fields...)
-	}
-}
-
-// clientGone reports whether the client went away: a write to it failed or
-// its request was canceled.
-func (sw *streamWriter) clientGone() bool {
-	return sw.st.WriteFailed() || sw.req.Context().Err() != nil
-}
-
-// failureReason is why a stream whose handler failed ended: the client
-// left, or something else went wrong.
-func (sw *streamWriter) failureReason() stream.EndReason {
-	if sw.clientGone() {
-		return stream.EndClient
-	}
-	return stream.EndError
 }
 
 // isEventSourceRequest reports whether r looks like a browser EventSource:

@@ -37,25 +37,24 @@ func logFields(r *http.Request) *caddyhttp.ExtraLogFields {
 	return e
 }
 
-// logRefusedByLimit notes on the access log that a limit refused the
-// stream: which zone, limit and key template; the key only with log_key.
-// A zone whose Redis is unreachable, with on_error refuse, refuses as
-// "redis".
-func (sw *streamWriter) logRefusedByLimit(ref *limit.Refusal) {
-	e := logFields(sw.req)
+// logRefusedByLimit notes on r's access log line that a limit of zone
+// refused the stream (ref, by the limit l): which zone, limit and key
+// template; the key only with logKey. A zone whose Redis is unreachable,
+// with on_error refuse, refuses as "redis".
+func logRefusedByLimit(r *http.Request, zone string, ref *limit.Refusal, l Limit, logKey bool) {
+	e := logFields(r)
 	if e == nil {
 		return
 	}
-	e.Set(zap.String("sse_zone", sw.h.lim.zoneName))
+	e.Set(zap.String("sse_zone", zone))
 	if ref.Unavailable {
 		e.Set(zap.String("sse_refused", refusedRedis))
 		return
 	}
 	e.Set(zap.String("sse_refused", refusedLimit))
-	l := sw.h.lim.config[ref.Limit]
 	e.Set(zap.Int("sse_limit", l.Max))
 	e.Set(zap.String("sse_per", l.Per))
-	if sw.h.LogKey {
+	if logKey {
 		e.Set(zap.String("sse_key", ref.Key))
 	}
 }
@@ -65,8 +64,8 @@ func (sw *streamWriter) logRefusedByLimit(ref *limit.Refusal) {
 // status is 200, so the upstream's error and status are fields, and the
 // line is logged at error level, as the 502, 503 or 504 it replaces would
 // have been (unless a log_level variable already says otherwise).
-func (sw *streamWriter) logRefusedByUpstream(err error) {
-	e := logFields(sw.req)
+func logRefusedByUpstream(r *http.Request, err error) {
+	e := logFields(r)
 	if e == nil {
 		return
 	}
@@ -79,23 +78,24 @@ func (sw *streamWriter) logRefusedByUpstream(err error) {
 		}
 	}
 	e.Set(zap.String("sse_upstream_error", err.Error()))
-	ctx := sw.req.Context()
+	ctx := r.Context()
 	if _, set := caddyhttp.GetVar(ctx, caddyhttp.LogLevelVar).(string); !set {
 		caddyhttp.SetVar(ctx, caddyhttp.LogLevelVar, "ERROR")
 	}
 }
 
-// logEnd notes on the access log how a stream ended and what sse added to
-// it.
-func (sw *streamWriter) logEnd(why stream.EndReason) {
-	e := logFields(sw.req)
+// logEnd notes on r's access log line how its stream ended and what sse
+// added to it: heartbeats in frame, and the zone that counted it ("" for
+// none).
+func logEnd(r *http.Request, why stream.EndReason, heartbeats int64, frame stream.Frame, zone string) {
+	e := logFields(r)
 	if e == nil {
 		return
 	}
 	e.Set(zap.String("sse_end", string(why)))
-	e.Set(zap.Int64("sse_heartbeats", sw.st.Heartbeats()))
-	e.Set(zap.String("sse_frame", sw.frame.String()))
-	if sw.hold != nil {
-		e.Set(zap.String("sse_zone", sw.h.lim.zoneName))
+	e.Set(zap.Int64("sse_heartbeats", heartbeats))
+	e.Set(zap.String("sse_frame", frame.String()))
+	if zone != "" {
+		e.Set(zap.String("sse_zone", zone))
 	}
 }

@@ -40,7 +40,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -297,14 +296,10 @@ func (h *Handler) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// Sentinel errors, for errors.Is and handle_errors.
-var (
-	// errStreamLimit is the error behind a refusal by a limit.
-	errStreamLimit = errors.New("sse: stream limit reached")
-	// errStreamEnded is returned to the inner handler's writes after sse
-	// ended the stream on purpose (max duration, idle, shutdown, drain).
-	errStreamEnded = stream.ErrEnded
-)
+// errStreamLimit is the error behind a refusal by a limit, for errors.Is
+// and handle_errors. (The inner handler's writes after sse ended a stream
+// on purpose get stream.ErrEnded.)
+var errStreamLimit = errors.New("sse: stream limit reached")
 
 // Interface guards
 var (
