@@ -7,13 +7,13 @@ package caddysse
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/sseref"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -77,7 +77,7 @@ var beat = struct{}{}
 // parsed from the upstream's bytes alone (issue 3).
 func TestHeartbeatInjectionProperty(t *testing.T) {
 	hs := heartbeatHandlers(t)
-	rng := newPropRand(1)
+	rng := sseref.NewRand(1)
 	iterations := 3000
 	if testing.Short() {
 		iterations = 300
@@ -86,7 +86,7 @@ func TestHeartbeatInjectionProperty(t *testing.T) {
 	for i := range iterations {
 		stream := randomStream(rng)
 		var script []scriptStep
-		for _, w := range randomSplit(rng, stream) {
+		for _, w := range sseref.RandomSplit(rng, stream) {
 			if rng.IntN(3) == 0 {
 				script = append(script, scriptStep{beat: true})
 			}
@@ -266,22 +266,6 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 // heartbeat interval has passed with nothing sent.
 func fireIdleTimer(sw *streamWriter) {
 	sw.st.Due()
-}
-
-// newPropRand returns a deterministic random source for property tests.
-func newPropRand(seed uint64) *rand.Rand {
-	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// randomSplit cuts b into writes of random sizes, none empty.
-func randomSplit(rng *rand.Rand, b []byte) [][]byte {
-	var out [][]byte
-	for len(b) > 0 {
-		n := 1 + rng.IntN(min(len(b), 12))
-		out = append(out, b[:n])
-		b = b[n:]
-	}
-	return out
 }
 
 // useLogger makes h log to l from now on, as if it had been provisioned

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/sseref"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -523,7 +524,7 @@ func TestHeartbeatRaces(t *testing.T) {
 		mu      sync.Mutex
 		scripts = map[string][][]byte{}
 	)
-	rng := newPropRand(11)
+	rng := sseref.NewRand(11)
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		writes := scripts[r.URL.Path]
@@ -576,7 +577,7 @@ https://localhost:{{.HTTPS}} {
 				for range 4 {
 					stream := randomStream(rng)
 					upstream = append(upstream, stream...)
-					writes = append(writes, randomSplit(rng, stream)...)
+					writes = append(writes, sseref.RandomSplit(rng, stream)...)
 				}
 				path := fmt.Sprintf("/race/%s/%d", tc.name, i)
 				mu.Lock()
@@ -653,7 +654,7 @@ func readSome(r io.Reader, n int) []byte {
 func TestHeartbeatNoWriteAfterReturn(t *testing.T) {
 	d := caddy.Duration(time.Millisecond)
 	h := provisionHandler(t, &Handler{Heartbeat: &d})
-	rng := newPropRand(5)
+	rng := sseref.NewRand(5)
 	var lateWriters []*lateWriteRecorder
 	beats := 0
 	for i := range 300 {
@@ -661,7 +662,7 @@ func TestHeartbeatNoWriteAfterReturn(t *testing.T) {
 		lateWriters = append(lateWriters, lw)
 		ctx, cancel := context.WithCancel(context.Background())
 		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
-		writes := randomSplit(rng, randomStream(rng))
+		writes := sseref.RandomSplit(rng, randomStream(rng))
 		cancelAt := -1
 		if i%3 == 0 {
 			cancelAt = rng.IntN(len(writes) + 1)

@@ -277,6 +277,23 @@ var streamTokens = []string{
 	"data: x\n\n", "id: 7\ndata: y\n\n", "event: e\ndata: z\r\n\r\n",
 }
 
+// NewRand returns a random source seeded with seed, so a property test's
+// failures can be replayed.
+func NewRand(seed uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// RandomSplit cuts b into writes of random sizes, none empty.
+func RandomSplit(rng *rand.Rand, b []byte) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		n := 1 + rng.IntN(min(len(b), 12))
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return out
+}
+
 // RandomStream returns a random, mostly SSE-shaped byte stream; one in four
 // starts with a BOM.
 func RandomStream(rng *rand.Rand) []byte {

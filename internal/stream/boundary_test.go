@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"math/rand/v2"
 	"testing"
 
 	"github.com/caddy-sse/caddy-sse/internal/sseref"
@@ -66,12 +65,12 @@ func TestBoundaryTracker(t *testing.T) {
 // The tracker looks only at the tail of each write; whatever the writes, it
 // ends in the same state as a byte-by-byte scan of everything sent.
 func TestBoundaryTrackerMatchesFullScan(t *testing.T) {
-	rng := newPropRand(3)
+	rng := sseref.NewRand(3)
 	for i := range 20000 {
 		stream := sseref.RandomStream(rng)
 		var fast Boundary
 		var slow naiveTracker
-		for _, w := range randomSplit(rng, stream) {
+		for _, w := range sseref.RandomSplit(rng, stream) {
 			fast.Update(w)
 			slow.scan(w)
 			if fast.state != slow.state || fast.cr != slow.cr {
@@ -105,19 +104,4 @@ func (n *naiveTracker) scan(p []byte) {
 			n.state, n.cr = inLine, false
 		}
 	}
-}
-
-func newPropRand(seed uint64) *rand.Rand {
-	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// randomSplit cuts b into writes of random sizes, none empty.
-func randomSplit(rng *rand.Rand, b []byte) [][]byte {
-	var out [][]byte
-	for len(b) > 0 {
-		n := 1 + rng.IntN(min(len(b), 12))
-		out = append(out, b[:n])
-		b = b[n:]
-	}
-	return out
 }
