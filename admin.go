@@ -68,6 +68,10 @@ type streamStatus struct {
 	Heartbeats int64   `json:"heartbeats"`
 	Zone       *string `json:"zone"`
 	Frame      string  `json:"frame"`
+	// OpenedEarly: sse opened the stream before its upstream answered
+	// (open_after); Waiting: and the upstream has not answered yet.
+	OpenedEarly bool `json:"opened_early"`
+	Waiting     bool `json:"waiting"`
 }
 
 // handleStreams answers GET /sse/streams: a JSON array of the open streams,
@@ -176,6 +180,8 @@ func statuses(reg *stream.Registry) []streamStatus {
 		out[i] = *st.Label().(*streamStatus)
 		out[i].Bytes = st.Bytes()
 		out[i].Heartbeats = st.Heartbeats()
+		out[i].OpenedEarly = st.Early()
+		out[i].Waiting = st.Waiting()
 	}
 	return out
 }

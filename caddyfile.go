@@ -95,7 +95,7 @@ type subdirectiveParser[T any] func(t *T, d *caddyfile.Dispenser, name string) e
 // Validate uses too (validate.go).
 var sseSubdirectives = map[string]subdirectiveParser[Handler]{
 	"types":           (*Handler).parseTypes,
-	"heartbeat":       (*Handler).parseHeartbeat,
+	"heartbeat":       durationOrOffArg(func(h *Handler) **caddy.Duration { return &h.Heartbeat }),
 	"heartbeat_text":  stringArg(func(h *Handler, v string) { h.HeartbeatText = v }, checkHeartbeatText),
 	"heartbeat_frame": stringArg(func(h *Handler, v string) { h.HeartbeatFrame = v }, checkHeartbeatFrame),
 	"limit":           (*Handler).parseLimit,
@@ -108,6 +108,7 @@ var sseSubdirectives = map[string]subdirectiveParser[Handler]{
 	"max_duration":    durationArg(func(h *Handler, d caddy.Duration) { h.MaxDuration = d }, nil),
 	"idle_timeout":    durationArg(func(h *Handler, d caddy.Duration) { h.IdleTimeout = d }, nil),
 	"drain_on_reload": durationArg(func(h *Handler, d caddy.Duration) { h.DrainOnReload = d }, nil),
+	"open_after":      durationOrOffArg(func(h *Handler) **caddy.Duration { return &h.OpenAfter }),
 }
 
 // parseTypes parses types <media-type>...
@@ -125,21 +126,24 @@ func (h *Handler) parseTypes(d *caddyfile.Dispenser, name string) error {
 	return nil
 }
 
-// parseHeartbeat parses heartbeat <interval>|off.
-func (h *Handler) parseHeartbeat(d *caddyfile.Dispenser, name string) error {
-	v, err := oneArg(d, name)
-	if err != nil {
-		return err
-	}
-	var dur time.Duration
-	if v != "off" {
-		if dur, err = parseDuration(d, name, v); err != nil {
+// durationOrOffArg parses <name> <duration>|off into the field that field
+// returns; off is 0.
+func durationOrOffArg(field func(*Handler) **caddy.Duration) subdirectiveParser[Handler] {
+	return func(h *Handler, d *caddyfile.Dispenser, name string) error {
+		v, err := oneArg(d, name)
+		if err != nil {
 			return err
 		}
+		var dur time.Duration
+		if v != "off" {
+			if dur, err = parseDuration(d, name, v); err != nil {
+				return err
+			}
+		}
+		cd := caddy.Duration(dur)
+		*field(h) = &cd
+		return nil
 	}
-	cd := caddy.Duration(dur)
-	h.Heartbeat = &cd
-	return nil
 }
 
 // parseLimit parses limit <max> [per <key>].

@@ -40,6 +40,7 @@ const (
 	modePass                  // not a stream: bytes pass through untouched
 	modeStream                // a stream: flushed, repaired, maybe heartbeats
 	modeRefused               // a stream a limit refused: nothing reaches the client
+	modeLate                  // after an early open, the upstream answered no stream: its body is kept, to tell the client
 )
 
 // streamWriter wraps the writer handed to the handlers inside sse, for one
@@ -74,6 +75,10 @@ type streamWriter struct {
 	// request may be refused late (see noteHeader); set before next runs
 	ownHeader http.Header
 
+	// early is set when sse may open the stream before the upstream
+	// answers (early.go); nil for every other request
+	early *earlyOpen
+
 	// out is the writer chain beneath sse, as the stream writes to it; st
 	// is the stream the response becomes, if it does. Both live in the
 	// same allocation as the writer.
@@ -86,6 +91,15 @@ type streamWriter struct {
 // flushes the header at once so the client sees the stream open before the
 // first event. 1xx responses, 101 included, pass through untouched.
 func (sw *streamWriter) WriteHeader(status int) {
+	if sw.early != nil && sw.mode == modeUndecided && sw.settle() {
+		// sse opened the stream itself: the upstream's answer comes
+		// after its own header (early.go). A 1xx is dropped: nothing
+		// can precede the header already written
+		if status >= 200 {
+			sw.answeredAfterOpen(status)
+		}
+		return
+	}
 	if status < 200 || sw.mode != modeUndecided {
 		if sw.mode != modeRefused {
 			sw.ResponseWriter.WriteHeader(status)
@@ -118,6 +132,16 @@ func (sw *streamWriter) WriteHeader(status int) {
 	sw.out.init(sw.ResponseWriter)
 	sw.st.Open(&sw.out, &streams.set, opt)
 	liveStreams.Add(&sw.st, streams.group)
+}
+
+// Header returns the header the handlers inside sse write to: the
+// response's, or while sse may still open the stream itself, their own
+// (early.go).
+func (sw *streamWriter) Header() http.Header {
+	if sw.early != nil {
+		return sw.early.header(sw.ResponseWriter.Header())
+	}
+	return sw.ResponseWriter.Header()
 }
 
 // admit counts the request against the handler's limits, once: it sets
@@ -163,6 +187,9 @@ func (sw *streamWriter) Write(p []byte) (int, error) {
 		return sw.ResponseWriter.Write(p)
 	case modeRefused:
 		return 0, errStreamLimit
+	case modeLate:
+		sw.early.keepErrorBody(p)
+		return len(p), nil
 	}
 	return sw.st.Write(p)
 }
@@ -177,7 +204,7 @@ func (sw *streamWriter) FlushError() error {
 		sw.WriteHeader(http.StatusOK)
 	}
 	switch sw.mode {
-	case modeStream, modeRefused:
+	case modeStream, modeRefused, modeLate:
 		return nil
 	}
 	return http.NewResponseController(sw.ResponseWriter).Flush()
@@ -202,9 +229,10 @@ type writerOnly struct{ io.Writer }
 // not.
 func (sw *streamWriter) finish(why stream.EndReason) {
 	sw.finishOnce.Do(func() {
+		early := sw.early != nil && sw.settle()
 		why = sw.st.Close(why)
 		sw.hold.Release()
-		if sw.mode != modeStream {
+		if sw.mode != modeStream && !early {
 			return
 		}
 		liveStreams.Remove(&sw.st)
@@ -220,6 +248,17 @@ func (sw *streamWriter) recordEnd(why stream.EndReason) {
 		zone = sw.h.lim.zoneName
 	}
 	logEnd(sw.req, why, sw.st.Heartbeats(), sw.frame, zone) // logfields.go
+	if e := sw.early; e != nil && e.opened {
+		answer, status := answerNone, e.status
+		switch {
+		case sw.mode == modeStream:
+			answer = answerStream
+		case e.told != 0:
+			answer, status = answerError, e.told
+		}
+		logEarly(sw.req, answer, status)
+		sw.h.obs.earlyAnswers[answer].Inc()
+	}
 	d := time.Since(sw.start)
 	sw.h.obs.ended(why, d)
 	if c := sw.h.logger.Check(zapcore.DebugLevel, "stream ended"); c != nil {
@@ -298,7 +337,7 @@ const (
 
 // noteHeader keeps a copy of the response header as sse received it.
 func (sw *streamWriter) noteHeader() {
-	sw.ownHeader = sw.Header().Clone()
+	sw.ownHeader = sw.ResponseWriter.Header().Clone()
 	if sw.ownHeader == nil {
 		sw.ownHeader = http.Header{}
 	}
@@ -308,7 +347,7 @@ func (sw *streamWriter) noteHeader() {
 // every field the handlers inside sse added or changed. Without a note of
 // it, it drops what describes the replaced body and the hop-by-hop fields.
 func (sw *streamWriter) resetHeader() {
-	hdr := sw.Header()
+	hdr := sw.ResponseWriter.Header()
 	if sw.ownHeader == nil {
 		stream.ClearRepresentation(hdr)
 		return

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-sse/caddy-sse/internal/dialect"
 	"github.com/caddy-sse/caddy-sse/internal/stream"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -33,11 +34,17 @@ import (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	acceptsSSE := acceptsEventStream(r)
 	eventSrc := acceptsSSE && r.Method == http.MethodGet
-	if eventSrc {
+	var openAfter time.Duration // when sse opens the stream itself, 0 for never (early.go)
+	var dia dialect.Dialect
+	if h.early != (earlyConfig{}) {
+		openAfter, dia = h.earlyFor(r, w.Header(), eventSrc, acceptsSSE)
+	}
+	if eventSrc || openAfter > 0 {
 		// the upstream must not compress the stream: it would get no
-		// heartbeats, and nothing could be added to it. "identity", not
-		// a deletion: Go's HTTP transport (reverse_proxy's) asks the
-		// upstream for gzip itself when a request has no Accept-Encoding
+		// heartbeats, and nothing could be added to it (nor could it
+		// follow a stream sse opened). "identity", not a deletion: Go's
+		// HTTP transport (reverse_proxy's) asks the upstream for gzip
+		// itself when a request has no Accept-Encoding
 		r.Header.Set("Accept-Encoding", "identity")
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
@@ -55,11 +62,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		sw.noteHeader()
 	}
 
-	if eventSrc && h.lim.store != nil {
+	if (eventSrc || openAfter > 0) && h.lim.store != nil {
+		// a request that wants a stream is counted before the
+		// upstream sees it, so a refusal is a clean answer, never one
+		// inside a stream sse opened
 		if sw.admit(); sw.refusal != nil {
 			sw.finish(stream.EndUpstream) // nothing to release; never a stream
 			return h.refuse(w, sw, sw.refusal)
 		}
+	}
+	if openAfter > 0 {
+		sw.armEarly(openAfter, dia)
 	}
 
 	why := stream.EndUpstream
@@ -89,6 +102,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // afterNext turns what the inner handlers returned into this handler's
 // result, and works out why the stream ended.
 func (h *Handler) afterNext(sw *streamWriter, err error, why *stream.EndReason) error {
+	if sw.early != nil && sw.settle() && sw.mode != modeStream {
+		// sse opened the stream and no stream followed (early.go)
+		*why = h.endEarlyStream(sw, err)
+		return nil
+	}
 	if sw.mode == modeRefused {
 		return h.refuse(sw.ResponseWriter, sw, sw.refusal)
 	}

@@ -99,3 +99,44 @@ func logEnd(r *http.Request, why stream.EndReason, heartbeats int64, frame strea
 		e.Set(zap.String("sse_zone", zone))
 	}
 }
+
+// logEarly notes on r's access log line that sse opened its stream before
+// the upstream answered, and what the upstream answered after: answer
+// (stream, error or none) and its status, 0 for none.
+func logEarly(r *http.Request, answer string, status int) {
+	e := logFields(r)
+	if e == nil {
+		return
+	}
+	e.Set(zap.Bool("sse_opened_early", true))
+	e.Set(zap.String("sse_upstream_answer", answer))
+	if status != 0 {
+		e.Set(zap.Int("sse_upstream_status", status))
+	}
+}
+
+// logUpstreamError notes on r's access log line the error of an upstream
+// whose stream sse opened early: the line's status is 200, so the line is
+// logged at error level for a 5xx or a handler error, as the answer it
+// replaced would have been (unless a log_level variable already says
+// otherwise).
+func logUpstreamError(r *http.Request, status int, err error) {
+	e := logFields(r)
+	if e == nil {
+		return
+	}
+	if err != nil {
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) && he.Err != nil {
+			err = he.Err
+		}
+		e.Set(zap.String("sse_upstream_error", err.Error()))
+	}
+	if err == nil && status < 500 {
+		return
+	}
+	ctx := r.Context()
+	if _, set := caddyhttp.GetVar(ctx, caddyhttp.LogLevelVar).(string); !set {
+		caddyhttp.SetVar(ctx, caddyhttp.LogLevelVar, "ERROR")
+	}
+}

@@ -34,6 +34,8 @@ var metrics = struct {
 	refused    *prometheus.CounterVec
 	ended      *prometheus.CounterVec
 	heartbeats *prometheus.CounterVec
+	early      *prometheus.CounterVec
+	earlyEnds  *prometheus.CounterVec
 	firstByte  *prometheus.HistogramVec
 	duration   *prometheus.HistogramVec
 	zones      *zoneCollector
@@ -54,6 +56,12 @@ var metrics = struct {
 	heartbeats: newCounterVec("heartbeats_total",
 		"Heartbeat comments written.",
 		"server"),
+	early: newCounterVec("streams_opened_early_total",
+		"Streams sse opened itself because the upstream had not answered within open_after.",
+		"server"),
+	earlyEnds: newCounterVec("early_answers_total",
+		"What the upstream answered after sse opened its stream early: stream (a 200 event stream continued it), error (no stream; the client got an error event or a retry field) or none (the stream ended first: the client left, or sse ended it).",
+		"server", "answer"),
 	firstByte: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "first_byte_seconds",
 		Help:    "Time from the request to the first byte of the upstream's stream body: time to first event or token.",
@@ -83,7 +91,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	}
 	for _, c := range []prometheus.Collector{
 		metrics.open, metrics.total, metrics.refused, metrics.ended,
-		metrics.heartbeats, metrics.firstByte, metrics.duration, metrics.zones,
+		metrics.heartbeats, metrics.early, metrics.earlyEnds, metrics.firstByte, metrics.duration, metrics.zones,
 	} {
 		if err := reg.Register(c); err != nil {
 			if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
@@ -106,6 +114,8 @@ type handlerMetrics struct {
 	refusedLimit    prometheus.Counter
 	refusedUpstream prometheus.Counter
 	refusedRedis    prometheus.Counter
+	openedEarly     prometheus.Counter
+	earlyAnswers    map[string]prometheus.Counter           // by answer; read-only after newHandlerMetrics
 	endedBy         map[stream.EndReason]prometheus.Counter // read-only after newHandlerMetrics
 }
 
@@ -122,7 +132,12 @@ func newHandlerMetrics(server, zone string) *handlerMetrics {
 		refusedLimit:    metrics.refused.WithLabelValues(server, zone, "limit"),
 		refusedUpstream: metrics.refused.WithLabelValues(server, zone, "upstream"),
 		refusedRedis:    metrics.refused.WithLabelValues(server, zone, "redis"),
+		openedEarly:     metrics.early.WithLabelValues(server),
+		earlyAnswers:    make(map[string]prometheus.Counter, len(earlyAnswers)),
 		endedBy:         make(map[stream.EndReason]prometheus.Counter, len(stream.EndReasons)),
+	}
+	for _, a := range earlyAnswers {
+		m.earlyAnswers[a] = metrics.earlyEnds.WithLabelValues(server, a)
 	}
 	for _, r := range stream.EndReasons {
 		m.endedBy[r] = metrics.ended.WithLabelValues(server, zone, string(r))
@@ -150,6 +165,16 @@ func (m *handlerMetrics) ended(why stream.EndReason, d time.Duration) {
 
 // HeartbeatWritten implements stream.Observer.
 func (m *handlerMetrics) HeartbeatWritten() { m.heartbeats.Inc() }
+
+// The answers of an upstream after sse opened its stream early: values of
+// the early_answers metric's answer and of the sse_upstream_answer field.
+const (
+	answerStream = "stream"
+	answerError  = "error"
+	answerNone   = "none"
+)
+
+var earlyAnswers = [...]string{answerStream, answerError, answerNone}
 
 // The values of the sse_refused field, and of the refused metric's reason.
 const (

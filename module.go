@@ -148,9 +148,29 @@ type Handler struct {
 	// stay open on the old config until they end by themselves.
 	DrainOnReload caddy.Duration `json:"drain_on_reload,omitempty"`
 
+	// When the handlers inside sse have not written the response header
+	// this long after the request reached them, sse writes a 200
+	// text/event-stream header itself and heartbeats until the upstream
+	// answers, so the next hop's timeout does not cut a stream whose
+	// upstream is slow to answer (a model queued or thinking before its
+	// first token). The upstream's answer, when it is a 200 event stream,
+	// continues the stream; its status and header fields are lost. Any
+	// other answer reaches the client as an error event in its API's
+	// dialect (OpenAI, Anthropic, Gemini), or a retry field for an
+	// EventSource, and the stream ends. Only requests that want a stream
+	// are opened early: EventSource-style ones, POSTs whose Accept lists
+	// text/event-stream, POSTs whose JSON body has a top-level
+	// "stream": true (in its first 64 KiB), and Gemini's
+	// :streamGenerateContent?alt=sse; and of those, a request from
+	// another origin only if Access-Control-Allow-Origin was set before
+	// sse ran. Default: EventSource-style requests after the heartbeat
+	// interval, no other request. 0 opens none early.
+	OpenAfter *caddy.Duration `json:"open_after,omitempty"`
+
 	// runtime state, by concern
 	logger  *zap.Logger
 	streams streamState     // what h's streams share: heartbeats, ends, scheduler, group (heartbeat.go)
+	early   earlyConfig     // when h opens streams before their upstream answers (early.go)
 	lim     limitState      // h's limits, counters and Redis store (limits.go, redis_config.go)
 	life    lifecycle       // ends h's streams on shutdown and drain (shutdown.go)
 	obs     *handlerMetrics // h's metric series (metrics.go)
@@ -206,6 +226,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		maxDuration: h.MaxDuration, idle: h.IdleTimeout, drain: h.DrainOnReload,
 		types: types,
 	}, h.obs, h.logger)
+	var openAfter *time.Duration
+	if h.OpenAfter != nil {
+		openAfter = (*time.Duration)(h.OpenAfter)
+	}
+	h.early = newEarlyConfig(openAfter, h.streams.set.Heartbeat)
 	h.life = lifecycle{group: h.streams.group, drain: time.Duration(h.DrainOnReload), logger: h.logger}
 	h.life.hookShutdown(srv)
 	warnAboutServer(srv, h.logger)
@@ -235,6 +260,7 @@ func (h *Handler) Validate() error {
 		fieldCheck{"max_duration", checkDuration(h.MaxDuration)},
 		fieldCheck{"idle_timeout", checkDuration(h.IdleTimeout)},
 		fieldCheck{"drain_on_reload", checkDuration(h.DrainOnReload)},
+		fieldCheck{"open_after", optional(h.OpenAfter, inJSON(checkDurationAs))},
 		fieldCheck{"refuse_status", ifSet(h.RefuseStatus, inJSON(checkRefuseStatus))},
 	)
 	if err := firstFailure(checks); err != nil {
@@ -255,7 +281,7 @@ func (h *Handler) Cleanup() error {
 func durationHint(field, v string) string {
 	if v != "" && strings.Trim(v, "0123456789") == "" && v != "0" {
 		hint := fmt.Sprintf("invalid duration %q: a duration needs a unit, such as %ss", v, v)
-		if field == "heartbeat" {
+		if field == "heartbeat" || field == "open_after" {
 			hint += `, or "off"`
 		}
 		return hint
@@ -264,7 +290,7 @@ func durationHint(field, v string) string {
 }
 
 // durationFields are the Handler's JSON fields of type caddy.Duration.
-var durationFields = [...]string{"heartbeat", "retry", "max_duration", "idle_timeout", "drain_on_reload"}
+var durationFields = [...]string{"heartbeat", "retry", "max_duration", "idle_timeout", "drain_on_reload", "open_after"}
 
 // UnmarshalJSON decodes h strictly, as Caddy does, and names the field of a
 // bad duration: encoding/json reports only `time: invalid duration "abc"`.

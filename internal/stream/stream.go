@@ -70,6 +70,9 @@ type Options struct {
 	// Label is what the adapter says of the stream (the admin API's view of
 	// it); read-only once the stream is open.
 	Label any
+	// Early: the stream opens before its upstream answered; Waiting
+	// reports true until Answered is called.
+	Early bool
 }
 
 // Stream is one event stream (or line-oriented stream) from the moment its
@@ -114,6 +117,7 @@ type Stream struct {
 	done       atomic.Bool  // closed: the scheduler must not take it back
 	bytes      atomic.Int64 // bytes written to the client
 	heartbeats atomic.Int64 // heartbeats written
+	answered   atomic.Bool  // an Early stream's upstream answered
 
 	wnext, wprev *Stream // neighbours in the scheduler's wheel list or queue
 	wtick        int64   // the tick the stream waits for in the wheel
@@ -307,6 +311,33 @@ func (st *Stream) EndedOnPurpose() bool {
 	defer st.mu.Unlock()
 	return st.ended != ""
 }
+
+// WriteOwn writes bytes of the adapter's own, whole events or fields such
+// as an error event or a retry field, where the stream stands between
+// events. It writes nothing, and returns ErrEnded, after the stream ended
+// or closed, or in the middle of an event.
+func (st *Stream) WriteOwn(p []byte) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed || st.ended != "" || !st.boundary.At(st.opt.SSE) {
+		return ErrEnded
+	}
+	if !st.upstreamed {
+		st.ownFirst = true
+	}
+	_, err := st.writeLocked(p)
+	return err
+}
+
+// Answered notes that the upstream of a stream opened early answered.
+func (st *Stream) Answered() { st.answered.Store(true) }
+
+// Waiting reports whether the stream opened before its upstream answered
+// and the upstream has not answered yet.
+func (st *Stream) Waiting() bool { return st.opt.Early && !st.answered.Load() }
+
+// Early reports whether the stream opened before its upstream answered.
+func (st *Stream) Early() bool { return st.opt.Early }
 
 // Beating reports whether the stream gets heartbeats.
 func (st *Stream) Beating() bool { return st.opt.Beats }
