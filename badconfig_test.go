@@ -229,6 +229,8 @@ func TestBadJSONConfig(t *testing.T) {
 		{"absurd idle_timeout", `"idle_timeout": "1000000h"`, "idle_timeout"},
 		{"negative drain_on_reload", `"drain_on_reload": "-1s"`, "drain_on_reload"},
 		{"absurd drain_on_reload", `"drain_on_reload": "1000000h"`, "drain_on_reload"},
+		{"negative open_after", `"open_after": "-1s"`, "open_after: must not be negative"},
+		{"non-numeric open_after", `"open_after": "soon"`, `open_after: invalid duration "soon"`},
 		{"refuse_status 200", `"refuse_status": 200`, `refuse_status: must be a 4xx or 5xx status code, such as 503 or 429, got 200`},
 		{"refuse_status a string", `"refuse_status": "503"`, "refuse_status"},
 		{"unknown field", `"heartbeet": "1s"`, "heartbeet"},
@@ -251,7 +253,7 @@ func TestBadJSONConfig(t *testing.T) {
 	t.Run("valid", func(t *testing.T) {
 		cfg := jsonConfig(`"heartbeat": "365d", "heartbeat_text": "k", "heartbeat_frame": "line",
 			"limits": [{"max": 1}, {"max": 2, "per": "{http.request.header.X}"}], "types": ["application/x-ndjson"],
-			"retry": "1s", "max_duration": "1h", "idle_timeout": "0s", "drain_on_reload": "1m", "refuse_status": 429`)
+			"retry": "1s", "max_duration": "1h", "idle_timeout": "0s", "drain_on_reload": "1m", "refuse_status": 429, "open_after": "5s"`)
 		if err := validateJSON(cfg); err != nil {
 			t.Fatalf("valid config: %v\n%s", err, cfg)
 		}

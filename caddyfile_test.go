@@ -58,6 +58,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"max_duration", "sse {\n\tmax_duration 1h\n}", Handler{MaxDuration: caddy.Duration(time.Hour)}},
 		{"idle_timeout", "sse {\n\tidle_timeout 5m\n}", Handler{IdleTimeout: caddy.Duration(5 * time.Minute)}},
 		{"drain_on_reload", "sse {\n\tdrain_on_reload 30s\n}", Handler{DrainOnReload: caddy.Duration(30 * time.Second)}},
+		{"open_after", "sse {\n\topen_after 5s\n}", Handler{OpenAfter: dur(5 * time.Second)}},
+		{"open_after off", "sse {\n\topen_after off\n}", Handler{OpenAfter: dur(0)}},
 		{"everything", `sse {
 	types application/x-ndjson
 	heartbeat 20s
@@ -73,6 +75,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	max_duration 30m
 	idle_timeout 2m
 	drain_on_reload 1m
+	open_after 10s
 }`, Handler{
 			Types:              []string{"application/x-ndjson"},
 			Heartbeat:          dur(20 * time.Second),
@@ -87,6 +90,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			MaxDuration:        caddy.Duration(30 * time.Minute),
 			IdleTimeout:        caddy.Duration(2 * time.Minute),
 			DrainOnReload:      caddy.Duration(time.Minute),
+			OpenAfter:          dur(10 * time.Second),
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,6 +182,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"idle_timeout bad", "sse {\n\tidle_timeout 5x\n}", 2, `idle_timeout: invalid duration "5x"`},
 		{"drain_on_reload extra", "sse {\n\tdrain_on_reload 1m 2m\n}", 2, `drain_on_reload: one value expected, got extra "2m"`},
 		{"drain_on_reload too long", "sse {\n\tdrain_on_reload 9000h\n}", 2, "drain_on_reload: 9000h is longer than"},
+		{"open_after bad", "sse {\n\topen_after soon\n}", 2, `open_after: invalid duration "soon"`},
+		{"open_after bare number", "sse {\n\topen_after 10\n}", 2, `open_after: invalid duration "10": a duration needs a unit, such as 10s, or "off"`},
+		{"open_after negative", "sse {\n\topen_after -1s\n}", 2, "open_after: must not be negative"},
+		{"open_after missing", "sse {\n\topen_after\n}", 2, "open_after: missing value"},
+		{"open_after twice", "sse {\n\topen_after 1s\n\topen_after 2s\n}", 3, "open_after already specified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler

@@ -217,14 +217,14 @@ func (sw *streamWriter) settle() (opened bool) {
 	return e.opened
 }
 
-// earlyHeader is the header map the handlers inside sse see: their own
+// header is the header map the handlers inside sse see: their own
 // until the response passes to them, then the response's. After an early
 // open it stays their own: nothing they set can reach the client.
-func (e *earlyOpen) header(base http.Header) http.Header {
+func (e *earlyOpen) header(base http.ResponseWriter) http.Header {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.settled && !e.opened {
-		return base
+		return base.Header()
 	}
 	return e.inner
 }

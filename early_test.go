@@ -440,3 +440,192 @@ func TestOpenEarlyErrors(t *testing.T) {
 		t.Errorf("access log line = %v, want sse_opened_early, sse_upstream_answer error, sse_upstream_status 429", line)
 	}
 }
+
+// A request from another origin is not opened early (its CORS fields come
+// from the upstream, and a browser rejects a response without them),
+// unless Access-Control-Allow-Origin was set before sse ran.
+func TestOpenEarlyCrossOrigin(t *testing.T) {
+	u := newGatedUpstream()
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "https://app.test")
+		u.ServeHTTP(w, r)
+	})
+	c := startCaddy(t, up, `
+http://127.0.0.1:{{.HTTP}} {
+	sse {
+		heartbeat 200ms
+	}
+	reverse_proxy {{.Upstream}}
+}
+http://localhost:{{.HTTP}} {
+	header Access-Control-Allow-Origin *
+	sse {
+		heartbeat 200ms
+	}
+	reverse_proxy {{.Upstream}}
+}
+`)
+	for _, tc := range []struct {
+		name, host, origin string
+		early              bool
+	}{
+		{"same origin", "127.0.0.1", "http://127.0.0.1:%d", true},
+		{"other origin", "127.0.0.1", "https://app.test", false},
+		{"other origin, CORS set before sse", "localhost", "https://app.test", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := strings.ReplaceAll(tc.name, " ", "-")
+			origin := tc.origin
+			if strings.Contains(origin, "%d") {
+				origin = fmt.Sprintf(origin, c.HTTP)
+			}
+			if tc.early {
+				u.openLater(t, id, 10*time.Second)
+			} else {
+				u.openLater(t, id, time.Second) // well after the heartbeat interval
+			}
+			res := earlyRequest(t, h1Client(), "GET", fmt.Sprintf("http://%s:%d/stream?id=%s", tc.host, c.HTTP, id), "",
+				"Accept", "text/event-stream", "Origin", origin)
+			early := !u.opened(id)
+			u.open(id)
+			b, _ := io.ReadAll(res.Body)
+			if early != tc.early || early != (res.Header.Get("X-Request-Id") == "") {
+				t.Errorf("opened early = %v, want %v (header %v)", early, tc.early, res.Header)
+			}
+			if tc.name != "same origin" && res.Header.Get("Access-Control-Allow-Origin") == "" {
+				t.Errorf("no Access-Control-Allow-Origin: a browser would reject the stream")
+			}
+			if ev := sseref.Parse(b).Events; len(ev) != 5 {
+				t.Errorf("events = %v, want the 5 tokens", ev)
+			}
+		})
+	}
+}
+
+// Limits count a request that may be opened early before the upstream
+// sees it: one over the limit is refused at once (the SDK's 503 with
+// Retry-After, the EventSource's retry answer) and never reaches the
+// upstream; the slot of an early stream is freed when it ends.
+func TestOpenEarlyLimits(t *testing.T) {
+	u := newGatedUpstream()
+	c := startCaddy(t, startUpstream(t, u.ServeHTTP), `
+http://127.0.0.1:{{.HTTP}} {
+	sse {
+		heartbeat 200ms
+		open_after 200ms
+		limit 1
+	}
+	reverse_proxy {{.Upstream}}
+}
+`)
+	client := h1Client()
+	u.openLater(t, "first", 10*time.Second)
+	first := earlyRequest(t, client, "POST", c.BaseURL()+"/stream?hold&id=first", `{"stream":true}`, "Content-Type", "application/json")
+	if u.opened("first") || first.StatusCode != 200 {
+		t.Fatalf("first: status %d, want opened early", first.StatusCode)
+	}
+	second := earlyRequest(t, client, "POST", c.BaseURL()+"/stream?id=second", `{"stream":true}`, "Content-Type", "application/json")
+	if second.StatusCode != http.StatusServiceUnavailable || second.Header.Get("Retry-After") == "" {
+		t.Errorf("second over the limit: status %d, Retry-After %q; want 503 with Retry-After", second.StatusCode, second.Header.Get("Retry-After"))
+	}
+	es := earlyRequest(t, client, "GET", c.BaseURL()+"/stream?id=third", "", "Accept", "text/event-stream")
+	limCheckRetryAnswer(t, es, defaultRetry)
+	select {
+	case <-u.arrived("second"):
+		t.Error("a refused request reached the upstream")
+	case <-u.arrived("third"):
+		t.Error("a refused request reached the upstream")
+	default:
+	}
+	u.open("first")
+	u.open("first/end")
+	if b, _ := io.ReadAll(first.Body); len(sseref.Parse(b).Events) != 5 {
+		t.Errorf("first: %q, want the 5 tokens", b)
+	}
+	// the slot is free again: the next one is opened early too
+	waitZoneEmpty(t, c)
+	u.openLater(t, "fourth", 10*time.Second)
+	res := earlyRequest(t, client, "POST", c.BaseURL()+"/stream?id=fourth", `{"stream":true}`, "Content-Type", "application/json")
+	if u.opened("fourth") || res.StatusCode != 200 {
+		t.Fatalf("after the first ended: status %d, want opened early", res.StatusCode)
+	}
+	u.open("fourth")
+	if b, _ := io.ReadAll(res.Body); len(sseref.Parse(b).Events) != 5 {
+		t.Errorf("fourth: %q, want the 5 tokens", b)
+	}
+}
+
+// waitZoneEmpty waits until /sse/zones shows no open stream, at most 5s.
+func waitZoneEmpty(t *testing.T, c *testCaddy) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var zones map[string]map[string]int
+		adminGet(t, c, "/sse/zones", &zones)
+		if len(zones) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zones still hold streams: %v", zones)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not a guess
+	}
+}
+
+// Upstreams that answer around open_after, so the timer and the
+// upstream's header race: every response is either the upstream's,
+// untouched, or sse's early stream continued by the upstream's; every
+// token arrives, whichever won.
+func TestOpenEarlyRace(t *testing.T) {
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		var delay time.Duration
+		fmt.Sscan(r.URL.Query().Get("delay"), &delay)
+		select {
+		case <-time.After(delay): // the upstream's slowness is the scenario
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("X-Request-Id", "up")
+		streamHead(w)
+		for _, ev := range strings.SplitAfter(gatedTokens(3), "\n\n") {
+			if ev != "" && send(w, ev) != nil {
+				return
+			}
+		}
+	})
+	c := startCaddy(t, up, earlySites("open_after 20ms"))
+	rng := sseref.NewRand(19)
+	var wg sync.WaitGroup
+	var early, untouched sync.Map
+	for i := range 60 {
+		delay := time.Duration(rng.IntN(50)) * time.Millisecond
+		wg.Go(func() {
+			url := fmt.Sprintf("%s/stream?delay=%s", c.BaseURL(), delay)
+			body := `{"stream":true}`
+			res, err := h1Client().Post(url, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			if ev := sseref.Parse(b).Events; len(ev) != 3 || ev[2].Data != `{"token":2}` {
+				t.Errorf("request %d (upstream after %s): %q, want the 3 tokens", i, delay, b)
+			}
+			if res.Header.Get("X-Request-Id") == "up" {
+				untouched.Store(i, true)
+			} else {
+				early.Store(i, true)
+			}
+		})
+	}
+	wg.Wait()
+	count := func(m *sync.Map) (n int) {
+		m.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	// upstreams from 0 to 50ms against 20ms: both sides of the race
+	if e, u := count(&early), count(&untouched); e == 0 || u == 0 {
+		t.Errorf("opened early: %d, untouched: %d; want both", e, u)
+	}
+}

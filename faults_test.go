@@ -525,6 +525,9 @@ http://127.0.0.1:{{.HTTP}} {
 	encode gzip
 	sse {
 		heartbeat 5ms
+		# these upstreams' answers must reach the client as they are: at
+		# 5ms, the default would open some streams before they answer
+		open_after off
 	}
 	reverse_proxy {{.Upstream}}
 }

@@ -139,7 +139,7 @@ func (sw *streamWriter) WriteHeader(status int) {
 // (early.go).
 func (sw *streamWriter) Header() http.Header {
 	if sw.early != nil {
-		return sw.early.header(sw.ResponseWriter.Header())
+		return sw.early.header(sw.ResponseWriter)
 	}
 	return sw.ResponseWriter.Header()
 }

@@ -508,6 +508,10 @@ http://:{{.HTTP}} {
 			mBeats + "{server=srv0}",
 			mOpen + "{server=srv0}",
 			mTotal + "{server=srv0}",
+			"caddy_sse_streams_opened_early_total{server=srv0}",
+		}
+		for _, a := range earlyAnswers {
+			want = append(want, "caddy_sse_early_answers_total{answer="+a+",server=srv0}")
 		}
 		for _, zone := range []string{"", "srv0#1"} {
 			for _, r := range []string{"limit", "redis", "upstream"} {
