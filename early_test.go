@@ -22,10 +22,13 @@ package caddysse
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -578,8 +581,7 @@ func waitZoneEmpty(t *testing.T, c *testCaddy) {
 // token arrives, whichever won.
 func TestOpenEarlyRace(t *testing.T) {
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		var delay time.Duration
-		fmt.Sscan(r.URL.Query().Get("delay"), &delay)
+		delay, _ := time.ParseDuration(r.URL.Query().Get("delay"))
 		select {
 		case <-time.After(delay): // the upstream's slowness is the scenario
 		case <-r.Context().Done():
@@ -593,29 +595,36 @@ func TestOpenEarlyRace(t *testing.T) {
 			}
 		}
 	})
-	c := startCaddy(t, up, earlySites("open_after 20ms"))
+	c := startCaddy(t, up, earlySites("open_after 100ms"))
 	rng := sseref.NewRand(19)
 	var wg sync.WaitGroup
 	var early, untouched sync.Map
-	for i := range 60 {
-		delay := time.Duration(rng.IntN(50)) * time.Millisecond
+	for w := range 4 {
+		// upstreams well before open_after, around it, and well after
+		delays := make([]time.Duration, 15)
+		for i := range delays {
+			delays[i] = []time.Duration{0, time.Duration(80+rng.IntN(40)) * time.Millisecond, 300 * time.Millisecond}[i%3]
+		}
 		wg.Go(func() {
-			url := fmt.Sprintf("%s/stream?delay=%s", c.BaseURL(), delay)
-			body := `{"stream":true}`
-			res, err := h1Client().Post(url, "application/json", strings.NewReader(body))
-			if err != nil {
-				t.Errorf("request %d: %v", i, err)
-				return
-			}
-			defer res.Body.Close()
-			b, _ := io.ReadAll(res.Body)
-			if ev := sseref.Parse(b).Events; len(ev) != 3 || ev[2].Data != `{"token":2}` {
-				t.Errorf("request %d (upstream after %s): %q, want the 3 tokens", i, delay, b)
-			}
-			if res.Header.Get("X-Request-Id") == "up" {
-				untouched.Store(i, true)
-			} else {
-				early.Store(i, true)
+			client := h1Client()
+			for j, delay := range delays {
+				i := w*100 + j
+				url := fmt.Sprintf("%s/stream?delay=%s", c.BaseURL(), delay)
+				res, err := client.Post(url, "application/json", strings.NewReader(`{"stream":true}`))
+				if err != nil {
+					t.Errorf("request %d: %v", i, err)
+					return
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if ev := sseref.Parse(b).Events; len(ev) != 3 || ev[2].Data != `{"token":2}` {
+					t.Errorf("request %d (upstream after %s): %q, want the 3 tokens", i, delay, b)
+				}
+				if res.Header.Get("X-Request-Id") == "up" {
+					untouched.Store(i, true)
+				} else {
+					early.Store(i, true)
+				}
 			}
 		})
 	}
@@ -624,8 +633,43 @@ func TestOpenEarlyRace(t *testing.T) {
 		m.Range(func(any, any) bool { n++; return true })
 		return n
 	}
-	// upstreams from 0 to 50ms against 20ms: both sides of the race
 	if e, u := count(&early), count(&untouched); e == 0 || u == 0 {
 		t.Errorf("opened early: %d, untouched: %d; want both", e, u)
+	}
+}
+
+// An upstream's 1xx (103 Early Hints) is an answer: it passes to the
+// client, and the response is the upstream's, untouched, however late
+// its final header comes.
+func TestOpenEarlyInformational(t *testing.T) {
+	u := newGatedUpstream()
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		u.ServeHTTP(w, r)
+	})
+	c := startCaddy(t, up, earlySites("open_after 100ms"))
+	var hints []int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			hints = append(hints, code)
+			return nil
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.BaseURL()+"/stream?id=hints", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	u.openLater(t, "hints", time.Second) // well after open_after
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if len(hints) != 1 || hints[0] != http.StatusEarlyHints {
+		t.Errorf("1xx responses = %v, want the upstream's 103", hints)
+	}
+	if res.Header.Get("X-Request-Id") != "req-hints" || len(sseref.Parse(b).Events) != 5 {
+		t.Errorf("header %v, body %q: want the upstream's response, untouched", res.Header, b)
 	}
 }

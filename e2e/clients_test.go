@@ -74,7 +74,9 @@ type clientRecord struct {
 	Comments int       `json:"comments"`
 	Requests int       `json:"requests"`
 	Errors   []struct {
-		Name, Message, Cause string
+		Name, Class, Message, Cause string
+		Status                      *int
+		Code, Type                  any
 	} `json:"errors"`
 	Responses []struct {
 		Method  string            `json:"method"`

@@ -210,6 +210,18 @@ func geminiStream() vendorStream {
 	return s
 }
 
+// vendorError is the error body each vendor answers with this status:
+// the message is "overloaded" in each vendor's words.
+func vendorError(format string, status int) string {
+	switch format {
+	case formatAnthropic:
+		return `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`
+	case formatGemini:
+		return fmt.Sprintf(`{"error":{"code":%d,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}`, status)
+	}
+	return `{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}`
+}
+
 // vendorRequest is what the fake vendor saw of one request and did with it.
 type vendorRequest struct {
 	method, path, format   string
@@ -220,8 +232,9 @@ type vendorRequest struct {
 
 // vendorRun is one client run: the gap it gets and the requests it made.
 type vendorRun struct {
-	gapAt string // "before" or "mid"
+	gapAt string // "before", "mid", or "header": before the response header
 	gap   time.Duration
+	fail  int // after the gap, answer this status with the vendor's error body instead
 
 	mu   sync.Mutex
 	reqs []*vendorRequest
@@ -304,8 +317,27 @@ func (v *fakeVendor) serve(w http.ResponseWriter, r *http.Request) {
 
 	s := streamFor(format)
 	gapAt := 0
-	if run.gapAt == "mid" {
+	switch run.gapAt {
+	case "mid":
 		gapAt = s.midGap
+	case "header":
+		// thinking before the header: a queued or cold-starting model
+		gapAt = -1
+		start := time.Now()
+		alive := quiet(r, run.gap)
+		run.mu.Lock()
+		req.gapStart, req.gapEnd = start, time.Now()
+		run.mu.Unlock()
+		if !alive {
+			return
+		}
+	}
+	w.Header().Set("X-Vendor-Request-Id", "vendor-"+id)
+	if run.fail != 0 {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(run.fail)
+		io.WriteString(w, vendorError(format, run.fail))
+		return
 	}
 	w.Header().Set("Content-Type", s.contentType)
 	w.WriteHeader(http.StatusOK)

@@ -134,8 +134,13 @@ export async function main(client, library, body) {
 			}
 			rec.errors.push({
 				name: err?.name ?? typeof err,
+				class: err?.constructor?.name,
 				message: String(err?.message ?? err),
 				cause: err?.cause ? String(err.cause?.message ?? err.cause) : undefined,
+				// what the SDKs' API errors carry
+				status: err?.status,
+				code: err?.code ?? undefined,
+				type: err?.type ?? undefined,
 			});
 		},
 		done() {
