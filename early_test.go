@@ -395,7 +395,9 @@ func TestOpenEarlyErrors(t *testing.T) {
 		anthropicErr = `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`
 		geminiErr    = `{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}`
 	)
-	q := func(s string) string { return strings.NewReplacer("{", "%7B", "}", "%7D", `"`, "%22", " ", "%20", ",", "%2C", ":", "%3A").Replace(s) }
+	q := func(s string) string {
+		return strings.NewReplacer("{", "%7B", "}", "%7D", `"`, "%22", " ", "%20", ",", "%2C", ":", "%3A").Replace(s)
+	}
 	for _, tc := range []struct {
 		name, method, path, body string
 		hdr                      []string
