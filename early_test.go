@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -395,9 +396,7 @@ func TestOpenEarlyErrors(t *testing.T) {
 		anthropicErr = `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`
 		geminiErr    = `{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}`
 	)
-	q := func(s string) string {
-		return strings.NewReplacer("{", "%7B", "}", "%7D", `"`, "%22", " ", "%20", ",", "%2C", ":", "%3A").Replace(s)
-	}
+	q := url.QueryEscape
 	for _, tc := range []struct {
 		name, method, path, body string
 		hdr                      []string

@@ -126,7 +126,12 @@ func (sw *streamWriter) WriteHeader(status int) {
 	// what the settings decide of the stream (heartbeat.go), and what the
 	// writer knows of its request
 	opt := streams.options(kind == eventStream, status, sw.req.Method, hdr)
-	opt.Frame, opt.Start, opt.Cancel, opt.Label = sw.frame, sw.start, sw.cancel, sw.describe()
+	opt.Frame, opt.Start, opt.Cancel = sw.frame, sw.start, sw.cancel
+	if sw.early != nil {
+		opt.Label = sw.early.opt.Label // described already, for the early open that did not come
+	} else {
+		opt.Label = sw.describe()
+	}
 	stream.RepairHeader(hdr)
 	sw.ResponseWriter.WriteHeader(status)
 	sw.out.init(sw.ResponseWriter)

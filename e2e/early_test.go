@@ -239,10 +239,11 @@ func TestSDKsSlowHeader(t *testing.T) {
 	var runs []*run
 	for _, cl := range sdkClients {
 		for _, mode := range []string{"stream", "stock", "error"} {
-			id, vr := vendor.newRun("header", headerGap)
+			fail := 0
 			if mode == "error" {
-				vr.fail = http.StatusServiceUnavailable
+				fail = http.StatusServiceUnavailable
 			}
+			id, vr := vendor.newFailingRun("header", headerGap, fail)
 			prefix := "/h11/post"
 			if mode == "stock" {
 				prefix = "/h11/raw"

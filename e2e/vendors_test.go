@@ -268,11 +268,17 @@ func startFakeVendor(t *testing.T) *fakeVendor {
 
 // newRun registers a run and returns its id, the prefix of its paths.
 func (v *fakeVendor) newRun(gapAt string, gap time.Duration) (string, *vendorRun) {
+	return v.newFailingRun(gapAt, gap, 0)
+}
+
+// newFailingRun is newRun for a run whose requests get the status fail,
+// with the vendor's error body, after the gap (0: the stream).
+func (v *fakeVendor) newFailingRun(gapAt string, gap time.Duration, fail int) (string, *vendorRun) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.seq++
 	id := fmt.Sprintf("run%03d", v.seq)
-	run := &vendorRun{gapAt: gapAt, gap: gap}
+	run := &vendorRun{gapAt: gapAt, gap: gap, fail: fail}
 	v.runs[id] = run
 	return id, run
 }

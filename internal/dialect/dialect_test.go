@@ -164,3 +164,30 @@ func TestErrorEvent(t *testing.T) {
 		t.Errorf("an EventSource got an error event: %q", ev)
 	}
 }
+
+// What deciding costs a request that may ask for a stream: a Chat
+// Completions body with "stream" first (as the SDKs write it for a short
+// prompt), and one of 64 KiB whose "stream" comes last.
+func BenchmarkAsksStream(b *testing.B) {
+	short := []byte(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me something, slowly."}]}`)
+	var long bytes.Buffer
+	long.WriteString(`{"model":"gpt-4o-mini","messages":[`)
+	for long.Len() < MaxPrefix-200 {
+		long.WriteString(`{"role":"user","content":"a line of a long conversation, with \"quotes\" and {braces}"},`)
+	}
+	long.WriteString(`{"role":"user","content":"end"}],"stream":true}`)
+	for _, bc := range []struct {
+		name string
+		body []byte
+	}{{"short", short}, {"64KiB", long.Bytes()}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if asks, decided := AsksStream(bc.body); !asks || !decided {
+					b.Fatal("not taken for a stream")
+				}
+			}
+		})
+	}
+}
