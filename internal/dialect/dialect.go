@@ -321,7 +321,7 @@ func AsksStream(p []byte) (asks, decided bool) {
 		default:
 			return false, true
 		}
-		key, ok, done := s.str()
+		key, escaped, ok, done := s.str()
 		if !done {
 			return false, false
 		}
@@ -340,7 +340,7 @@ func AsksStream(p []byte) (asks, decided bool) {
 		if !s.more() {
 			return false, false
 		}
-		if key == "stream" {
+		if isStreamKey(key, escaped) {
 			switch v := s.p[s.i:]; {
 			case len(v) >= 4 && string(v[:4]) == "true":
 				if len(v) == 4 {
@@ -388,10 +388,10 @@ func (s *scanner) space() {
 	}
 }
 
-// str reads a string at s.i (its opening quote) and returns it decoded.
-func (s *scanner) str() (v string, ok, done bool) {
+// str reads a string at s.i (its opening quote) and returns it as it is
+// written, quotes included, and whether it has escapes.
+func (s *scanner) str() (raw []byte, escaped, ok, done bool) {
 	start := s.i
-	escaped := false
 	for j := s.i + 1; j < len(s.p); j++ {
 		switch c := s.p[j]; {
 		case c == '\\':
@@ -399,24 +399,28 @@ func (s *scanner) str() (v string, ok, done bool) {
 			j++ // the escaped byte; \u's digits are plain bytes
 		case c == '"':
 			s.i = j + 1
-			raw := s.p[start:s.i]
-			if !escaped {
-				return string(raw[1 : len(raw)-1]), true, true
-			}
-			err := json.Unmarshal(raw, &v)
-			return v, err == nil, true
+			return s.p[start:s.i], escaped, true, true
 		case c < 0x20:
-			return "", false, true
+			return nil, false, false, true
 		}
 	}
-	return "", false, false
+	return nil, false, false, false
+}
+
+// isStreamKey reports whether the string raw (quotes included) is "stream".
+func isStreamKey(raw []byte, escaped bool) bool {
+	if !escaped {
+		return string(raw) == `"stream"`
+	}
+	var v string
+	return json.Unmarshal(raw, &v) == nil && v == "stream"
 }
 
 // value skips one value at s.i.
 func (s *scanner) value() (ok, done bool) {
 	switch c := s.p[s.i]; {
 	case c == '"':
-		_, ok, done = s.str()
+		_, _, ok, done = s.str()
 		return ok, done
 	case c == '{' || c == '[':
 		return s.nested()
@@ -438,11 +442,12 @@ func (s *scanner) value() (ok, done bool) {
 // Inside it, it checks only that brackets pair up: the upstream parses
 // the body; this only has to find where the value ends.
 func (s *scanner) nested() (ok, done bool) {
-	var stack []byte
+	var backing [64]byte
+	stack := backing[:0]
 	for s.i < len(s.p) {
 		switch c := s.p[s.i]; c {
 		case '"':
-			if _, ok, done = s.str(); !done || !ok {
+			if _, _, ok, done = s.str(); !done || !ok {
 				return ok, done
 			}
 			continue
