@@ -52,11 +52,15 @@ step "fuzzing, ${FUZZTIME:-20s} per target"
 # Go 1.27). That is not a finding: a real one writes a reproducer under
 # testdata/fuzz/<target>. So a run fails the check when it wrote one, or when
 # it failed for any other reason.
-for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' *_test.go | sed 's/^func //'); do
-	corpus="testdata/fuzz/$target"
+# every fuzz target of the plugin's module: the root package and its engine
+# packages (not e2e/ and bench/, modules of their own)
+for pkgtarget in $(grep -o '^func Fuzz[A-Za-z0-9_]*' $(git ls-files '*_test.go' 2>/dev/null || find . -name '*_test.go') |
+	grep -v '^\(e2e\|bench\)/' | sed 's/^\(.*\)\/[^/]*_test.go:func /\1 /; s/^[^ ]*_test.go:func /. /' | tr ' ' ':'); do
+	pkg="${pkgtarget%%:*}" target="${pkgtarget#*:}"
+	corpus="$pkg/testdata/fuzz/$target"
 	before=$(ls "$corpus" 2>/dev/null | sort)
 	log=$(mktemp)
-	if go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-20s}" . 2>&1 | tee "$log"; then
+	if go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-20s}" "./$pkg" 2>&1 | tee "$log"; then
 		rm -f "$log"
 		continue
 	fi
