@@ -115,7 +115,7 @@ func TestOpenEarlyBehindNginx(t *testing.T) {
 				hdr = []string{"Content-Type", "application/json", "Accept", "application/json"}
 				body = strings.NewReader(`{"model":"m","stream":true}`)
 			}
-			res := doRequest(t, h1Client(), tc.method, n.URL()+tc.path, body, hdr...)
+			res, _ := doRequest(t, h1Client(), tc.method, n.URL()+tc.path, body, hdr...)
 			b, err := io.ReadAll(res.Body)
 			if !tc.alive {
 				if res.StatusCode != http.StatusGatewayTimeout {
@@ -144,25 +144,6 @@ func TestOpenEarlyBehindNginx(t *testing.T) {
 			}
 		})
 	}
-}
-
-// doRequest sends a request with headers given as name, value pairs, and
-// closes its body when the test ends.
-func doRequest(t *testing.T, client *http.Client, method, url string, body io.Reader, hdr ...string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	t.Cleanup(func() { res.Body.Close() })
-	return res
 }
 
 // TestBrowserSlowUpstream: Chromium's EventSource, behind nginx, on an

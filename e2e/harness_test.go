@@ -438,8 +438,19 @@ func waitH3(t testing.TB, client *http.Client, url string) {
 // request ends when the test does, or when cancel is called.
 func openStream(t testing.TB, client *http.Client, url string, hdr ...string) (*http.Response, context.CancelFunc) {
 	t.Helper()
+	res, cancel := doRequest(t, client, http.MethodGet, url, nil, hdr...)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %s, want 200", url, res.Status)
+	}
+	return res, cancel
+}
+
+// doRequest sends a request with headers given as name, value pairs. The
+// request ends when the test does, or when cancel is called.
+func doRequest(t testing.TB, client *http.Client, method, url string, body io.Reader, hdr ...string) (*http.Response, context.CancelFunc) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,15 +460,12 @@ func openStream(t testing.TB, client *http.Client, url string, hdr ...string) (*
 	res, err := client.Do(req)
 	if err != nil {
 		cancel()
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	t.Cleanup(func() {
 		cancel()
 		res.Body.Close()
 	})
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: status %s, want 200", url, res.Status)
-	}
 	return res, cancel
 }
 

@@ -232,21 +232,8 @@ func openAIType(status int) string {
 // anthropicType is the type of an Anthropic error with this status
 // (docs.anthropic.com, "Errors").
 func anthropicType(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "invalid_request_error"
-	case http.StatusUnauthorized:
-		return "authentication_error"
-	case http.StatusForbidden:
-		return "permission_error"
-	case http.StatusNotFound:
-		return "not_found_error"
-	case http.StatusRequestEntityTooLarge:
-		return "request_too_large"
-	case http.StatusTooManyRequests:
-		return "rate_limit_error"
-	case 529:
-		return "overloaded_error"
+	if t, ok := anthropicTypes[status]; ok {
+		return t
 	}
 	if status >= 400 && status < 500 {
 		return "invalid_request_error"
@@ -254,35 +241,40 @@ func anthropicType(status int) string {
 	return "api_error"
 }
 
+var anthropicTypes = map[int]string{
+	http.StatusBadRequest:            "invalid_request_error",
+	http.StatusUnauthorized:          "authentication_error",
+	http.StatusForbidden:             "permission_error",
+	http.StatusNotFound:              "not_found_error",
+	http.StatusRequestEntityTooLarge: "request_too_large",
+	http.StatusTooManyRequests:       "rate_limit_error",
+	529:                              "overloaded_error",
+}
+
 // grpcStatus is the status name Google's APIs give an HTTP status
 // (google.rpc.Code, as mapped in google/rpc/code.proto).
 func grpcStatus(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "INVALID_ARGUMENT"
-	case http.StatusUnauthorized:
-		return "UNAUTHENTICATED"
-	case http.StatusForbidden:
-		return "PERMISSION_DENIED"
-	case http.StatusNotFound:
-		return "NOT_FOUND"
-	case http.StatusConflict:
-		return "ABORTED"
-	case http.StatusTooManyRequests:
-		return "RESOURCE_EXHAUSTED"
-	case 499:
-		return "CANCELLED"
-	case http.StatusNotImplemented:
-		return "UNIMPLEMENTED"
-	case http.StatusBadGateway, http.StatusServiceUnavailable:
-		return "UNAVAILABLE"
-	case http.StatusGatewayTimeout:
-		return "DEADLINE_EXCEEDED"
+	if s, ok := grpcStatuses[status]; ok {
+		return s
 	}
 	if status >= 500 {
 		return "INTERNAL"
 	}
 	return "UNKNOWN"
+}
+
+var grpcStatuses = map[int]string{
+	http.StatusBadRequest:         "INVALID_ARGUMENT",
+	http.StatusUnauthorized:       "UNAUTHENTICATED",
+	http.StatusForbidden:          "PERMISSION_DENIED",
+	http.StatusNotFound:           "NOT_FOUND",
+	http.StatusConflict:           "ABORTED",
+	http.StatusTooManyRequests:    "RESOURCE_EXHAUSTED",
+	499:                           "CANCELLED",
+	http.StatusNotImplemented:     "UNIMPLEMENTED",
+	http.StatusBadGateway:         "UNAVAILABLE",
+	http.StatusServiceUnavailable: "UNAVAILABLE",
+	http.StatusGatewayTimeout:     "DEADLINE_EXCEEDED",
 }
 
 // MaxPrefix is the most of a request body AsksStream is handed: a
