@@ -58,13 +58,13 @@ for pkgtarget in $(grep -o '^func Fuzz[A-Za-z0-9_]*' $(git ls-files '*_test.go' 
 	grep -v '^\(e2e\|bench\)/' | sed 's/^\(.*\)\/[^/]*_test.go:func /\1 /; s/^[^ ]*_test.go:func /. /' | tr ' ' ':'); do
 	pkg="${pkgtarget%%:*}" target="${pkgtarget#*:}"
 	corpus="$pkg/testdata/fuzz/$target"
-	before=$(ls "$corpus" 2>/dev/null | sort)
+	before=$(ls "$corpus" 2>/dev/null | sort || true) # no corpus yet: none
 	log=$(mktemp)
 	if go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-20s}" "./$pkg" 2>&1 | tee "$log"; then
 		rm -f "$log"
 		continue
 	fi
-	after=$(ls "$corpus" 2>/dev/null | sort)
+	after=$(ls "$corpus" 2>/dev/null | sort || true)
 	if [ "$before" = "$after" ] && grep -q '^    context deadline exceeded$' "$log" &&
 		[ "$(grep -c '^--- FAIL' "$log")" = 1 ]; then
 		echo "note: $target hit Go's fuzztime deadline race (go.dev/issue/75804); no reproducer was written"
