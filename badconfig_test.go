@@ -59,7 +59,7 @@ func TestBadCaddyfileConfig(t *testing.T) {
 
 		{"heartbeat_frame missing", "heartbeat_frame", 3, "heartbeat_frame: missing value"},
 		{"heartbeat_frame extra", "heartbeat_frame block line", 3, "heartbeat_frame: one value expected"},
-		{"heartbeat_frame bad", "heartbeat_frame blocks", 3, `heartbeat_frame: must be "auto", "block" or "line", got "blocks"`},
+		{"heartbeat_frame bad", "heartbeat_frame blocks", 3, `heartbeat_frame: must be "auto", "blank", "block" or "line", got "blocks"`},
 
 		{"limit missing", "limit", 3, "limit: want <max> [per <key>], got 0 arguments"},
 		{"limit extra", "limit 1 per {http.request.host} more", 3, "limit: want <max> [per <key>], got 4 arguments"},

@@ -31,24 +31,28 @@ func TestHeartbeatInjectionCases(t *testing.T) {
 		// steps: a string is written by the upstream, beat is a beat
 		// attempt (the timer firing on an idle stream)
 		steps []any
-		beats int // beats that must go out with the block frame
+		beats int // beats that must go out with the block and line frames
+		// beats of the blank frame, where fewer: it waits after a CR that
+		// may be half a CRLF
+		blank *int
 	}{
-		{"beat before anything", []any{beat, "data: a\n\n"}, 1},
-		{"BOM start after a beat", []any{beat, "\xEF\xBB\xBFdata: a\n\n"}, 1},
-		{"BOM split across writes after a beat", []any{beat, "\xEF", beat, "\xBB", beat, "\xBFdata: a\n\n", beat}, 4},
-		{"BOM start without beat", []any{"\xEF\xBB\xBFdata: a\n\n", beat, "data: b\n\n"}, 1},
-		{"BOM-like start that is not a BOM", []any{beat, "\xEF\xBB", beat, "a\n\ndata: b\n\n"}, 2},
-		{"BOM after the first event", []any{"data: a\n\n", beat, "\xEF\xBB\xBFdata: b\n\ndata: c\n\n"}, 1},
-		{"CR only", []any{"data: a\r", beat, "data: b\r", beat, "\r", beat, "data: c\r\r", beat}, 2},
-		{"CRLF split across writes", []any{"data: a\r\n\r", beat, "\ndata: b\r\n\r\n"}, 1},
-		{"lone CR then LF in the next write", []any{"data: a\r", beat, "\n", beat, "\r", beat, "\n", beat, "data: b\n\n"}, 2},
-		{"stall mid event", []any{"data: a\n", beat, beat, "data: b\n", beat, "\n", beat}, 1},
-		{"stall mid line", []any{"da", beat, "ta: a", beat, "\n\n", beat}, 1},
-		{"id and retry fields", []any{"id: 1\nretry: 500\n", beat, "data: a\n\n", beat, "retry: 9\n\n", beat, "data: b\n\n"}, 2},
-		{"incomplete final event", []any{"data: a\n\ndata: b\n", beat}, 0},
-		{"event type kept", []any{"event: x\n", beat, "data: a\n\n"}, 0},
+		{"beat before anything", []any{beat, "data: a\n\n"}, 1, nil},
+		{"BOM start after a beat", []any{beat, "\xEF\xBB\xBFdata: a\n\n"}, 1, nil},
+		{"BOM split across writes after a beat", []any{beat, "\xEF", beat, "\xBB", beat, "\xBFdata: a\n\n", beat}, 4, nil},
+		{"BOM start without beat", []any{"\xEF\xBB\xBFdata: a\n\n", beat, "data: b\n\n"}, 1, nil},
+		{"BOM-like start that is not a BOM", []any{beat, "\xEF\xBB", beat, "a\n\ndata: b\n\n"}, 2, nil},
+		{"BOM after the first event", []any{"data: a\n\n", beat, "\xEF\xBB\xBFdata: b\n\ndata: c\n\n"}, 1, nil},
+		{"CR only", []any{"data: a\r", beat, "data: b\r", beat, "\r", beat, "data: c\r\r", beat}, 2, ptr(0)},
+		{"CRLF split across writes", []any{"data: a\r\n\r", beat, "\ndata: b\r\n\r\n"}, 1, ptr(0)},
+		{"CRLF", []any{beat, "data: a\r\n\r\n", beat, beat, "data: b\r\n\r\n", beat}, 4, nil},
+		{"lone CR then LF in the next write", []any{"data: a\r", beat, "\n", beat, "\r", beat, "\n", beat, "data: b\n\n"}, 2, ptr(1)},
+		{"stall mid event", []any{"data: a\n", beat, beat, "data: b\n", beat, "\n", beat}, 1, nil},
+		{"stall mid line", []any{"da", beat, "ta: a", beat, "\n\n", beat}, 1, nil},
+		{"id and retry fields", []any{"id: 1\nretry: 500\n", beat, "data: a\n\n", beat, "retry: 9\n\n", beat, "data: b\n\n"}, 2, nil},
+		{"incomplete final event", []any{"data: a\n\ndata: b\n", beat}, 0, nil},
+		{"event type kept", []any{"event: x\n", beat, "data: a\n\n"}, 0, nil},
 	} {
-		for _, frame := range []string{frameBlock, frameLine} {
+		for _, frame := range []string{frameBlock, frameLine, frameBlank} {
 			t.Run(tc.name+"/"+frame, func(t *testing.T) {
 				var script []scriptStep
 				for _, s := range tc.steps {
@@ -60,8 +64,12 @@ func TestHeartbeatInjectionCases(t *testing.T) {
 				}
 				res := runScript(t, hs[frame], script)
 				res.check(t)
-				if res.beats != tc.beats {
-					t.Errorf("%d heartbeats went out, want %d; client got %q", res.beats, tc.beats, res.client)
+				want := tc.beats
+				if frame == frameBlank && tc.blank != nil {
+					want = *tc.blank
+				}
+				if res.beats != want {
+					t.Errorf("%d heartbeats went out, want %d; client got %q", res.beats, want, res.client)
 				}
 			})
 		}
@@ -93,10 +101,7 @@ func TestHeartbeatInjectionProperty(t *testing.T) {
 			script = append(script, scriptStep{write: w})
 		}
 		script = append(script, scriptStep{beat: true})
-		frame := frameBlock
-		if i%2 == 1 {
-			frame = frameLine
-		}
+		frame := []string{frameBlock, frameLine, frameBlank}[i%3]
 		res := runScript(t, hs[frame], script)
 		if !res.check(t) {
 			t.Fatalf("case %d (%s frame): writes %q", i, frame, script)
@@ -162,7 +167,7 @@ func (s scriptStep) String() string {
 // scriptResult is what a script produced.
 type scriptResult struct {
 	upstream, client []byte
-	frame            []byte
+	beatBytes        int  // bytes the heartbeats added
 	beats            int  // heartbeats written
 	midStream        int  // of which after the upstream's first byte
 	bomDropped       bool // the upstream's leading BOM was dropped
@@ -184,13 +189,13 @@ func (r scriptResult) check(t testing.TB) bool {
 		t.Errorf("client retries %q, want %q\nupstream %q\nclient   %q", got.Retries, want.Retries, r.upstream, r.client)
 		ok = false
 	}
-	wantLen := len(r.upstream) + r.beats*len(r.frame)
+	wantLen := len(r.upstream) + r.beatBytes
 	if r.bomDropped {
 		wantLen -= len(utf8BOM)
 	}
 	if len(r.client) != wantLen {
-		t.Errorf("client got %d bytes, want %d (upstream %d + %d beats of %d, BOM dropped: %v)\nupstream %q\nclient   %q",
-			len(r.client), wantLen, len(r.upstream), r.beats, len(r.frame), r.bomDropped, r.upstream, r.client)
+		t.Errorf("client got %d bytes, want %d (upstream %d + %d beats of %d bytes, BOM dropped: %v)\nupstream %q\nclient   %q",
+			len(r.client), wantLen, len(r.upstream), r.beats, r.beatBytes, r.bomDropped, r.upstream, r.client)
 		ok = false
 	}
 	return ok
@@ -201,7 +206,7 @@ func (r scriptResult) check(t testing.TB) bool {
 func heartbeatHandlers(t testing.TB) map[string]*Handler {
 	t.Helper()
 	hs := make(map[string]*Handler)
-	for _, frame := range []string{frameBlock, frameLine} {
+	for _, frame := range []string{frameBlock, frameLine, frameBlank} {
 		d := caddy.Duration(time.Hour)
 		hs[frame] = provisionHandler(t, &Handler{Heartbeat: &d, HeartbeatFrame: frame})
 	}
@@ -222,7 +227,7 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 // with nothing sent.
 func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 	t.Helper()
-	res := scriptResult{frame: h.streams.set.Beats[h.streams.frameFor(false)]}
+	var res scriptResult
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/events", nil)
 	var sw *streamWriter
@@ -238,11 +243,12 @@ func runScript(t testing.TB, h *Handler, script []scriptStep) scriptResult {
 		}
 		for _, s := range script {
 			if s.beat {
-				before := sw.st.Heartbeats()
+				before, bytesBefore := sw.st.Heartbeats(), sw.st.Bytes()
 				fireIdleTimer(sw)
 				if sw.st.Heartbeats() > before && len(res.upstream) > 0 {
 					res.midStream++
 				}
+				res.beatBytes += int(sw.st.Bytes() - bytesBefore)
 				continue
 			}
 			n, err := w.Write(s.write)
@@ -272,4 +278,46 @@ func fireIdleTimer(sw *streamWriter) {
 // with l: each of its concerns keeps the logger it was provisioned with.
 func useLogger(h *Handler, l *zap.Logger) {
 	h.logger, h.streams.logger, h.life.logger = l, l, l
+}
+
+// Streams as the Gemini API sends them (CRLF between events) and as the
+// OpenAI-style APIs do (LF), split into arbitrary writes with heartbeats
+// at arbitrary times: with the blank frame, google.golang.org/genai's
+// splitter finds exactly the upstream's pieces, every one a "data:"
+// event. The block frame, the control, gives it a comment piece, on which
+// the SDK fails.
+func TestBlankFrameKeepsGenaiPieces(t *testing.T) {
+	hs := heartbeatHandlers(t)
+	rng := sseref.NewRand(7)
+	controlBroke := 0
+	for i := range 400 {
+		sep := []string{"\r\n\r\n", "\n\n"}[i%2]
+		var up []byte
+		for j := range 1 + rng.IntN(6) {
+			up = fmt.Appendf(up, `data: {"candidates":[{"content":{"parts":[{"text":"t%d"}]}}]}`+sep, j)
+		}
+		var script []scriptStep
+		for _, w := range sseref.RandomSplit(rng, up) {
+			if rng.IntN(2) == 0 {
+				script = append(script, scriptStep{beat: true})
+			}
+			script = append(script, scriptStep{write: w})
+		}
+		script = append(script, scriptStep{beat: true})
+		want := sseref.GenaiPieces(up)
+		res := runScript(t, hs[frameBlank], script)
+		res.check(t)
+		if got := sseref.GenaiPieces(res.client); !slices.Equal(got, want) {
+			t.Fatalf("blank frame: genai pieces %q, want the upstream's %q\nclient %q", got, want, res.client)
+		}
+		if res.beats == 0 {
+			continue
+		}
+		if got := sseref.GenaiPieces(runScript(t, hs[frameBlock], script).client); !slices.Equal(got, want) {
+			controlBroke++
+		}
+	}
+	if controlBroke == 0 {
+		t.Error("the block frame never broke genai's pieces: the control shows nothing")
+	}
 }

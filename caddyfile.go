@@ -46,7 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    types           <media-type>...
 //	    heartbeat       <interval>|off
 //	    heartbeat_text  <text>
-//	    heartbeat_frame auto|block|line
+//	    heartbeat_frame auto|blank|block|line
 //	    limit           <max> [per <key>]
 //	    zone            <name>
 //	    redis           <address> { ... }   (see RedisStore.unmarshalCaddyfile)

@@ -44,6 +44,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"heartbeat_text", "sse {\n\theartbeat_text \"keep alive\"\n}", Handler{HeartbeatText: "keep alive"}},
 		{"heartbeat_frame line", "sse {\n\theartbeat_frame line\n}", Handler{HeartbeatFrame: "line"}},
 		{"heartbeat_frame block", "sse {\n\theartbeat_frame block\n}", Handler{HeartbeatFrame: "block"}},
+		{"heartbeat_frame blank", "sse {\n\theartbeat_frame blank\n}", Handler{HeartbeatFrame: "blank"}},
 		{"limit", "sse {\n\tlimit 10\n}", Handler{Limits: []Limit{{Max: 10}}}},
 		{"limit per", "sse {\n\tlimit 2 per {http.request.remote.host}\n}",
 			Handler{Limits: []Limit{{Max: 2, Per: "{http.request.remote.host}"}}}},
@@ -143,7 +144,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"heartbeat_text CR", "sse {\n\theartbeat_text \"a\rb\"\n}", 2, "heartbeat_text: must not contain CR, LF or NUL"},
 		{"heartbeat_text extra", "sse {\n\theartbeat_text a b\n}", 2, `heartbeat_text: one value expected, got extra "b"`},
 
-		{"heartbeat_frame bad", "sse {\n\theartbeat_frame both\n}", 2, `heartbeat_frame: must be "auto", "block" or "line", got "both"`},
+		{"heartbeat_frame bad", "sse {\n\theartbeat_frame both\n}", 2, `heartbeat_frame: must be "auto", "blank", "block" or "line", got "both"`},
 		{"heartbeat_frame missing", "sse {\n\theartbeat_frame\n}", 2, "heartbeat_frame: missing value"},
 
 		{"limit missing", "sse {\n\tlimit\n}", 2, "limit: want <max> [per <key>], got 0 arguments"},

@@ -83,7 +83,7 @@ func TestOnePassPerWrite(t *testing.T) {
 			for _, ev := range events {
 				want = append(want, "write "+ev, "flush")
 			}
-			want = append(want, "write : heartbeat\n\n", "flush") // the block frame: no Accept: text/event-stream
+			want = append(want, "write \n\n", "flush") // the blank frame: no Accept: text/event-stream
 			if strings.Join(got, "|") != strings.Join(want, "|") {
 				t.Errorf("the base writer saw\n%q\nwant one write and one flush per upstream write and per heartbeat\n%q", got, want)
 			}

@@ -233,10 +233,10 @@ func churnOne(client *http.Client, base string, i int, rng *rand.Rand, count fun
 	}
 	want := churnEvents(i, events)
 	// heartbeat_frame auto: a comment line for EventSource-style clients,
-	// a comment block for the others
+	// two blank lines for the others
 	frame := defaultFrame
 	if fetch {
-		frame = []byte(": heartbeat\n\n")
+		frame = []byte("\n\n")
 	}
 	switch mode {
 	case "normal":

@@ -34,18 +34,20 @@ var frameClients = []struct {
 }{
 	{"EventSource (browsers, eventsource)", http.MethodGet, "text/event-stream", stream.FrameLine},
 	{"@microsoft/fetch-event-source", http.MethodPost, "text/event-stream", stream.FrameLine},
-	{"openai", http.MethodPost, "application/json", stream.FrameBlock},
-	{"@google/genai", http.MethodPost, "*/*", stream.FrameBlock},
-	{"@anthropic-ai/sdk", http.MethodPost, "application/json", stream.FrameBlock},
-	{"no Accept", http.MethodGet, "", stream.FrameBlock},
+	{"openai", http.MethodPost, "application/json", stream.FrameBlank},
+	{"@google/genai", http.MethodPost, "*/*", stream.FrameBlank},
+	{"google.golang.org/genai", http.MethodPost, "", stream.FrameBlank},
+	{"@anthropic-ai/sdk", http.MethodPost, "application/json", stream.FrameBlank},
+	{"no Accept", http.MethodGet, "", stream.FrameBlank},
 	{"Accept lists it among others", http.MethodPost, "application/json, text/event-stream", stream.FrameLine},
 }
 
 // With heartbeat_frame auto (the default), a client whose Accept lists
 // text/event-stream gets heartbeats as comment lines and every other client
-// gets them as comment blocks; block and line force one frame for all. The
-// retry field sse writes when it ends a stream is framed the same way
-// (issue 12).
+// gets them as two blank lines in the stream's own line ends; blank, block
+// and line force one frame for all. The retry field sse writes when it ends
+// a stream is framed the same way, and the blank frame has none (its
+// clients reject it).
 func TestHeartbeatFramePerClient(t *testing.T) {
 	for _, cfg := range []struct {
 		name, json string
@@ -53,46 +55,56 @@ func TestHeartbeatFramePerClient(t *testing.T) {
 	}{
 		{"default", `{"heartbeat": "1h"}`, nil},
 		{"auto", `{"heartbeat": "1h", "heartbeat_frame": "auto"}`, nil},
+		{"blank", `{"heartbeat": "1h", "heartbeat_frame": "blank"}`, ptr(stream.FrameBlank)},
 		{"block", `{"heartbeat": "1h", "heartbeat_frame": "block"}`, ptr(stream.FrameBlock)},
 		{"line", `{"heartbeat": "1h", "heartbeat_frame": "line"}`, ptr(stream.FrameLine)},
 	} {
 		h := fuzzHandler(t, cfg.json)
 		for _, c := range frameClients {
-			t.Run(cfg.name+"/"+c.name, func(t *testing.T) {
-				want := c.auto
-				if cfg.force != nil {
-					want = *cfg.force
-				}
-				wantBody := "data: a\n\n: heartbeat\n"
-				if want == stream.FrameBlock {
-					wantBody += "\n"
-				}
-				req := httptest.NewRequest(c.method, "http://example.test/", nil)
-				if c.accept != "" {
-					req.Header.Set("Accept", c.accept)
-				}
-				rec, err := limServe(h, req, func(w http.ResponseWriter, r *http.Request) error {
-					sw, ok := w.(*streamWriter)
-					if !ok {
-						return fmt.Errorf("inner handler got a %T", w)
+			for _, eol := range []string{"\n", "\r\n"} {
+				t.Run(fmt.Sprintf("%s/%s/%q", cfg.name, c.name, eol), func(t *testing.T) {
+					want := c.auto
+					if cfg.force != nil {
+						want = *cfg.force
 					}
-					w.Header().Set("Content-Type", "text/event-stream")
-					if _, err := w.Write([]byte("data: a\n\n")); err != nil {
-						return err
+					event := "data: a" + eol + eol
+					beat := map[stream.Frame]string{
+						stream.FrameLine:  ": heartbeat\n",
+						stream.FrameBlock: ": heartbeat\n\n",
+						stream.FrameBlank: eol + eol,
+					}[want]
+					retry := map[stream.Frame]string{
+						stream.FrameLine:  `retry: \d+\n`,
+						stream.FrameBlock: `retry: \d+\n\n`,
+						stream.FrameBlank: ``,
+					}[want]
+					re := regexp.MustCompile(`^` + regexp.QuoteMeta(event+beat) + retry + `$`)
+					req := httptest.NewRequest(c.method, "http://example.test/", nil)
+					if c.accept != "" {
+						req.Header.Set("Accept", c.accept)
 					}
-					fireIdleTimer(sw)
-					sw.st.End(stream.EndDrain)
-					return nil
+					rec, err := limServe(h, req, func(w http.ResponseWriter, r *http.Request) error {
+						sw, ok := w.(*streamWriter)
+						if !ok {
+							return fmt.Errorf("inner handler got a %T", w)
+						}
+						w.Header().Set("Content-Type", "text/event-stream")
+						if _, err := w.Write([]byte(event)); err != nil {
+							return err
+						}
+						fireIdleTimer(sw)
+						sw.st.End(stream.EndDrain)
+						return nil
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+					body := rec.Body.String()
+					if !re.MatchString(body) {
+						t.Errorf("%s %q: body %q, want the %s frame for the heartbeat and the retry field (%s)", c.method, c.accept, body, want, re)
+					}
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				body := rec.Body.String()
-				re := regexp.MustCompile(`^` + regexp.QuoteMeta(wantBody) + `retry: \d+\n` + map[stream.Frame]string{stream.FrameBlock: `\n`, stream.FrameLine: ``}[want] + `$`)
-				if !re.MatchString(body) {
-					t.Errorf("%s %q: body %q, want the %s frame for the heartbeat and the retry field (%s)", c.method, c.accept, body, want, re)
-				}
-			})
+			}
 		}
 	}
 }
@@ -105,6 +117,9 @@ func TestRetryAnswerFrame(t *testing.T) {
 	}{
 		{`{"limits": [{"max": 1}]}`, `^retry: \d+\n$`},
 		{`{"limits": [{"max": 1}], "heartbeat_frame": "block"}`, `^retry: \d+\n\n$`},
+		// the blank frame's streams end without one, but an answer is
+		// nothing but the retry field: it stands alone
+		{`{"limits": [{"max": 1}], "heartbeat_frame": "blank"}`, `^retry: \d+\n\n$`},
 	} {
 		h := fuzzHandler(t, tc.cfg)
 		t.Run(h.HeartbeatFrame, func(t *testing.T) {

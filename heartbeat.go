@@ -105,26 +105,29 @@ func (s *streamState) options(sse bool, status int, method string, hdr http.Head
 
 // frameFor picks the frame of a request's heartbeats and retry fields.
 // "auto" gives the line frame to clients whose Accept lists
-// text/event-stream (acceptsSSE): browsers'
-// EventSource and the eventsource package (both fine with either frame) and
-// @microsoft/fetch-event-source, which hands the application an empty
-// message for every blank line (its parse.js, getMessages), so a block
-// frame breaks an app that JSON-parses each message. Every other client
-// gets the block frame: the LLM SDKs send application/json or */*, and
-// @google/genai splits the body at blank lines and keeps only blocks that
-// start with "data:", so a comment line glued to the next event would drop
-// that event (DESIGN.md, section 8).
+// text/event-stream: browsers' EventSource and the eventsource package
+// (fine with any frame), and @microsoft/fetch-event-source, which hands
+// the application an empty message for every blank line (its parse.js,
+// getMessages), so a block or blank frame breaks an app that JSON-parses
+// each message. Every other client gets the blank frame: the LLM SDKs
+// send application/json or */*; google.golang.org/genai splits the body
+// at blank lines and fails on any piece that does not start with "data:",
+// a comment in either frame included, and @google/genai drops an event a
+// comment line is glued to; two blank lines are an empty piece to both,
+// and nothing to every WHATWG parser (DESIGN.md, sections 8 and 11).
 func (s *streamState) frameFor(acceptsSSE bool) stream.Frame {
 	switch s.frame {
 	case frameLine:
 		return stream.FrameLine
 	case frameBlock:
 		return stream.FrameBlock
+	case frameBlank:
+		return stream.FrameBlank
 	}
 	if acceptsSSE {
 		return stream.FrameLine
 	}
-	return stream.FrameBlock
+	return stream.FrameBlank
 }
 
 // retryField returns a "retry:" field with the reconnection time,
@@ -162,4 +165,5 @@ const (
 	frameAuto  = "auto"
 	frameBlock = "block"
 	frameLine  = "line"
+	frameBlank = "blank"
 )

@@ -83,16 +83,20 @@ type Handler struct {
 	HeartbeatText string `json:"heartbeat_text,omitempty"`
 
 	// How a heartbeat, and the retry field sse writes when it ends or
-	// refuses a stream, is framed. "block" writes ": <text>\n\n", a comment
-	// followed by a blank line (clients that split the body at blank lines
-	// and drop or choke on a comment line glued to the next event, such as
-	// @google/genai, need this); "line" writes ": <text>\n", a comment line
-	// alone (clients that hand the application an empty message for every
-	// blank line, such as @microsoft/fetch-event-source, need this). "auto"
-	// chooses per request: "line" when the request's Accept lists
-	// text/event-stream (browsers' EventSource, the eventsource package,
-	// fetch-event-source), "block" otherwise (the LLM SDKs, which send
-	// application/json or */*). Default: "auto".
+	// refuses a stream, is framed. "blank" writes two blank lines in the
+	// stream's own line ends ("\n\n", or "\r\n\r\n" after CRLF), no
+	// comment, and no retry field when sse ends the stream: nothing to a
+	// WHATWG parser, and an empty piece to clients that split the body at
+	// blank lines and reject any piece that does not start with "data:"
+	// (google.golang.org/genai rejects a comment in any frame). "block"
+	// writes ": <text>\n\n", a comment followed by a blank line. "line"
+	// writes ": <text>\n", a comment line alone (clients that hand the
+	// application an empty message for every blank line, such as
+	// @microsoft/fetch-event-source, need this). "auto" chooses per
+	// request: "line" when the request's Accept lists text/event-stream
+	// (browsers' EventSource, the eventsource package, fetch-event-source),
+	// "blank" otherwise (the LLM SDKs, which send application/json or */*).
+	// Default: "auto".
 	HeartbeatFrame string `json:"heartbeat_frame,omitempty"`
 
 	// Caps on concurrent streams. Every limit must admit a stream.

@@ -99,13 +99,14 @@ func checkHeartbeatText(s string) error {
 	return nil
 }
 
-// checkHeartbeatFrame accepts a framing of heartbeats: auto, block or line.
+// checkHeartbeatFrame accepts a framing of heartbeats: auto, blank, block
+// or line.
 func checkHeartbeatFrame(s string) error {
 	switch s {
-	case frameAuto, frameBlock, frameLine:
+	case frameAuto, frameBlank, frameBlock, frameLine:
 		return nil
 	}
-	return fmt.Errorf("must be %q, %q or %q, got %q", frameAuto, frameBlock, frameLine, s)
+	return fmt.Errorf("must be %q, %q, %q or %q, got %q", frameAuto, frameBlank, frameBlock, frameLine, s)
 }
 
 // checkMediaType accepts a bare media type such as application/x-ndjson.

@@ -106,6 +106,7 @@ const (
 	outcomeOK     = "ok"     // every token, in order, one request, no error
 	outcomeResend = "resend" // JSON.parse of an empty message throws, the POST is sent again
 	outcomeLoss   = "loss"   // the event after the gap is dropped without an error
+	outcomeChunk  = "chunk"  // google.golang.org/genai fails on the first heartbeat: "invalid stream chunk"
 )
 
 // acceptsEventStream reports whether an Accept header lists
@@ -122,7 +123,7 @@ func acceptsEventStream(accept string) bool {
 
 // wireFrame is the heartbeat frame a client gets under a configuration:
 // the forced frame, or by default (heartbeat_frame auto) a comment line
-// for requests that accept text/event-stream and a comment block for the
+// for requests that accept text/event-stream and two blank lines for the
 // others.
 func wireFrame(config string, c npmClient) string {
 	if config != "default" {
@@ -131,7 +132,7 @@ func wireFrame(config string, c npmClient) string {
 	if acceptsEventStream(c.accept) {
 		return "line"
 	}
-	return "block"
+	return "blank"
 }
 
 // expectedOutcome is what a client makes of heartbeats in a frame:
@@ -140,10 +141,14 @@ func wireFrame(config string, c npmClient) string {
 // with "data:", so a comment line glued to the next event loses it.
 func expectedOutcome(c npmClient, frame string) string {
 	switch {
-	case c.name == "fetch-event-source" && frame == "block":
+	case c.name == "fetch-event-source" && (frame == "block" || frame == "blank"):
 		return outcomeResend
 	case c.name == "genai" && frame == "line":
 		return outcomeLoss
+	case c.name == "go-genai" && frame != "blank":
+		// it splits the body at blank lines and fails on any piece
+		// that does not start with "data:": a comment, in either frame
+		return outcomeChunk
 	}
 	return outcomeOK
 }
@@ -152,7 +157,7 @@ func expectedOutcome(c npmClient, frame string) string {
 const clientsHeartbeat = time.Second
 
 // clientsSite is the Caddyfile site for one configuration: "default" (no
-// heartbeat_frame), "block" or "line".
+// heartbeat_frame), "blank", "block" or "line".
 func clientsSite(config string) string {
 	frame := ""
 	if config != "default" {
@@ -330,7 +335,7 @@ func (r *clientResults) String() string {
 	order := func(name string) int {
 		return slices.IndexFunc(npmClients, func(c npmClient) bool { return c.name == name })
 	}
-	configs := []string{"default", "block", "line"}
+	configs := []string{"default", "blank", "block", "line"}
 	sort.Slice(keys, func(i, j int) bool {
 		if keys[i][0] != keys[j][0] {
 			return order(keys[i][0]) < order(keys[j][0])
@@ -379,7 +384,7 @@ func TestClients(t *testing.T) {
 		run                  clientRun
 	}
 	var cases []*clientCase
-	for _, config := range []string{"default", "block", "line"} {
+	for _, config := range []string{"default", "blank", "block", "line"} {
 		var caddy *caddyProc
 		for _, c := range npmClients {
 			for _, gapAt := range []string{"before", "mid"} {
@@ -538,12 +543,8 @@ func checkClientRun(t *testing.T, c npmClient, frame, gapAt, proto string, rec *
 	for i, frames := range beats {
 		for _, f := range frames {
 			nBeats++
-			kind := "line"
-			if strings.HasSuffix(f, "\n\n") {
-				kind = "block"
-			}
-			if kind != frame {
-				t.Errorf("heartbeat %q before event %d is a comment %s, want a comment %s", f, i, kind, frame)
+			if kind := frameOf(f); kind != frame {
+				t.Errorf("heartbeat %q before event %d is in the %s frame, want %s", f, i, kind, frame)
 			}
 		}
 	}
@@ -592,8 +593,11 @@ func checkClientRun(t *testing.T, c npmClient, frame, gapAt, proto string, rec *
 				}
 			}
 		}
-		if c.name == "eventsource-parser" && rec.Comments != nBeats {
+		if c.name == "eventsource-parser" && frame != "blank" && rec.Comments != nBeats {
 			t.Errorf("the parser reported %d comments, the body holds %d heartbeats", rec.Comments, nBeats)
+		}
+		if c.name == "eventsource-parser" && frame == "blank" && rec.Comments != 0 {
+			t.Errorf("the parser reported %d comments, want none: blank lines are not comments", rec.Comments)
 		}
 	case outcomeResend:
 		if len(rec.Errors) == 0 || rec.Errors[0].Name != "SyntaxError" {
@@ -612,6 +616,16 @@ func checkClientRun(t *testing.T, c npmClient, frame, gapAt, proto string, rec *
 			}
 		} else if len(rec.Tokens) != 0 {
 			t.Errorf("tokens %q, want none", rec.Tokens)
+		}
+	case outcomeChunk:
+		if len(rec.Errors) == 0 || !strings.Contains(rec.Errors[0].Message, "invalid stream chunk") {
+			t.Errorf("errors %q, want iterateResponseStream: invalid stream chunk", rec.errorText())
+		}
+		if !slices.Equal(rec.Tokens, vendorTokens[:before]) {
+			t.Errorf("tokens %q, want the %d before the first heartbeat", rec.Tokens, before)
+		}
+		if len(reqs) != 1 {
+			t.Errorf("%d requests, want one", len(reqs))
 		}
 	case outcomeLoss:
 		lost := stream.events[gapIdx].token

@@ -365,6 +365,28 @@ func (v *fakeVendor) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// blankBeat returns the blank-frame heartbeat s starts with ("\n\n" or
+// "\r\n\r\n"), or "".
+func blankBeat(s string) string {
+	for _, b := range []string{"\r\n\r\n", "\n\n"} {
+		if strings.HasPrefix(s, b) {
+			return b
+		}
+	}
+	return ""
+}
+
+// frameOf names the frame of a heartbeat splitBody found.
+func frameOf(beat string) string {
+	switch {
+	case blankBeat(beat) == beat:
+		return "blank"
+	case strings.HasSuffix(beat, "\n\n"):
+		return "block"
+	}
+	return "line"
+}
+
 // splitBody takes a body a client read apart into the vendor's events and
 // the heartbeat frames between them. beats[i] holds the frames that came
 // before event i, beats[len(events)] those after the last event. complete
@@ -375,7 +397,15 @@ func splitBody(raw string, events []wireEvent) (beats [][]string, complete bool,
 	beats = make([][]string, len(events)+1)
 	pos := 0
 	for i := 0; i <= len(events); i++ {
-		for pos < len(raw) && raw[pos] == ':' {
+		for pos < len(raw) && (raw[pos] == ':' || raw[pos] == '\n' || raw[pos] == '\r') {
+			if blank := blankBeat(raw[pos:]); blank != "" {
+				beats[i] = append(beats[i], blank)
+				pos += len(blank)
+				continue
+			}
+			if raw[pos] != ':' {
+				return beats, false, raw[pos:]
+			}
 			end := strings.IndexByte(raw[pos:], '\n')
 			if end < 0 {
 				return beats, false, raw[pos:]

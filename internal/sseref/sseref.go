@@ -306,3 +306,28 @@ func RandomStream(rng *rand.Rand) []byte {
 	}
 	return b
 }
+
+// GenaiPieces splits b as google.golang.org/genai v1.77.0 splits a
+// stream's body (its scan in api_client.go): at the first "\n\n", else at
+// the first "\r\n\r\n", dropping one trailing CR of each piece, the rest
+// at EOF as a last piece. It returns the pieces that are not empty: the
+// SDK skips empty ones and fails on any other that does not start with
+// "data:".
+func GenaiPieces(b []byte) []string {
+	var out []string
+	for len(b) > 0 {
+		var piece []byte
+		if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+			piece, b = b[:i], b[i+2:]
+		} else if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			piece, b = b[:i], b[i+4:]
+		} else {
+			piece, b = b, nil
+		}
+		piece = bytes.TrimSuffix(piece, []byte("\r"))
+		if len(piece) > 0 {
+			out = append(out, string(piece))
+		}
+	}
+	return out
+}

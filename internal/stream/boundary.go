@@ -36,6 +36,8 @@ type Boundary struct {
 	// cr is set when the last byte was CR: a LF that comes next completes
 	// that line end instead of ending another line.
 	cr bool
+	// crlf is set when the last complete line end was CRLF.
+	crlf bool
 }
 
 // Update moves the tracker past p, which was just sent.
@@ -51,6 +53,9 @@ func (b *Boundary) Update(p []byte) {
 	}
 	if n-k == 4 {
 		b.state, b.cr = atEventStart, p[n-1] == '\r'
+		if !b.cr {
+			b.crlf = p[n-2] == '\r'
+		}
 		return
 	}
 	if k > 0 {
@@ -58,8 +63,11 @@ func (b *Boundary) Update(p []byte) {
 	}
 	for _, c := range p[k:] {
 		if c == '\n' && b.cr {
-			b.cr = false
+			b.cr, b.crlf = false, true
 			continue
+		}
+		if c == '\n' {
+			b.crlf = false
 		}
 		if b.state == inLine {
 			b.state = atLineStart
@@ -78,6 +86,23 @@ func (b *Boundary) At(sse bool) bool {
 		return b.state == atEventStart
 	}
 	return b.state != inLine
+}
+
+// blank returns the blank frame's heartbeat for where the stream stands:
+// two blank lines in its own line ends, "\r\n\r\n" after CRLF and "\n\n"
+// otherwise (nothing sent yet included: a client that splits at "\n\n"
+// first, as google.golang.org/genai does, then sees an empty piece before
+// a CRLF stream's first event). Nil after a CR that may be the first half
+// of a CRLF: a LF of the upstream's would then follow bytes of ours, and
+// the stream must say more first.
+func (b *Boundary) blank() []byte {
+	switch {
+	case b.cr:
+		return nil
+	case b.crlf:
+		return blankCRLF
+	}
+	return blankLF
 }
 
 func isLineEnd(c byte) bool { return c == '\n' || c == '\r' }

@@ -28,18 +28,31 @@ type Frame uint8
 const (
 	FrameBlock Frame = iota // ": <text>\n\n": a comment, then a blank line
 	FrameLine               // ": <text>\n": a comment line alone
+	// FrameBlank: two blank lines in the stream's own line ends, "\n\n"
+	// or "\r\n\r\n", and no comment: an empty piece to a client that
+	// splits the body at blank lines and rejects any piece that does not
+	// start with "data:" (google.golang.org/genai), nothing at all to a
+	// WHATWG parser, which dispatches nothing for a blank line with no
+	// event pending. A stream of this frame ends without a retry field
+	// (the same client would reject it).
+	FrameBlank
 )
 
-// String returns the frame's name in the config: "block" or "line".
+// String returns the frame's name in the config: "block", "line" or
+// "blank".
 func (f Frame) String() string {
-	if f == FrameLine {
+	switch f {
+	case FrameLine:
 		return "line"
+	case FrameBlank:
+		return "blank"
 	}
 	return "block"
 }
 
-// Beats holds the heartbeat bytes of one text, by Frame.
-type Beats [2][]byte
+// Beats holds the heartbeat bytes of one text, by Frame; FrameBlank's
+// are those after LF line ends (Boundary.blank picks them per stream).
+type Beats [3][]byte
 
 // NewBeats returns the heartbeats with comment text, which must hold no
 // CR, LF or NUL.
@@ -47,18 +60,27 @@ func NewBeats(text string) Beats {
 	return Beats{
 		FrameBlock: []byte(": " + text + "\n\n"),
 		FrameLine:  []byte(": " + text + "\n"),
+		FrameBlank: blankLF,
 	}
 }
 
+// The blank frame's heartbeats, after LF and after CRLF line ends.
+var (
+	blankLF   = []byte("\n\n")
+	blankCRLF = []byte("\r\n\r\n")
+)
+
 // RetryField returns a "retry:" field telling a client to reconnect after
 // retry, jittered up to 50 % above it so clients told to come back together
-// do not all come back at once, framed as f.
+// do not all come back at once, framed as f. The field stands alone, as
+// the block frame has it, for FrameBlank: it is what sse's own answers to
+// a refused EventSource carry, whatever the frame of its heartbeats.
 func RetryField(retry time.Duration, f Frame) []byte {
 	b := make([]byte, 0, 24)
 	b = append(b, "retry: "...)
 	b = strconv.AppendInt(b, RetryHint(retry).Milliseconds(), 10)
 	b = append(b, '\n')
-	if f == FrameBlock {
+	if f != FrameLine {
 		b = append(b, '\n')
 	}
 	return b

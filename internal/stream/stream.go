@@ -261,12 +261,13 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // endLocked ends the stream on purpose: at an event boundary it first sends
 // a retry field so the client reconnects after about Settings.Retry (never
-// into a compressed body, where plain bytes would corrupt it), then it
+// into a compressed body, where plain bytes would corrupt it, and never in
+// the blank frame, whose clients reject it), then it
 // refuses further upstream writes and cancels the request seen by the
 // handlers inside, so the upstream sees its client go away. st.mu must be
 // held.
 func (st *Stream) endLocked(why EndReason) {
-	if st.opt.SSE && !st.opt.Encoded && st.boundary.At(true) {
+	if st.opt.SSE && !st.opt.Encoded && st.opt.Frame != FrameBlank && st.boundary.At(true) {
 		_, _ = st.writeLocked(RetryField(st.set.Retry, st.opt.Frame))
 	}
 	st.ended = why

@@ -187,3 +187,32 @@ func TestRegistryEndsLateStreamsOfAnEndingGroup(t *testing.T) {
 		t.Errorf("after Remove: group holds %d, registry %d streams; want none", n, len(reg.Streams()))
 	}
 }
+
+// The blank frame's heartbeat is two blank lines in the stream's own line
+// ends: LF before anything and after LF, CRLF after CRLF; none after a
+// lone CR that may be half a CRLF, until the rest comes; and the stream
+// ends without a retry field.
+func TestBlankFrame(t *testing.T) {
+	set, _ := testSettings(time.Hour)
+	w := new(sink)
+	var st Stream
+	st.Open(w, set, Options{SSE: true, Beats: true, Frame: FrameBlank, Start: time.Now(), Cancel: func(error) {}})
+	steps := []string{"", "data: a\r\n\r\n", "", "", "data: b\n\n", "", "data: c\r\n\r", "", "\n", ""}
+	for _, s := range steps {
+		if s == "" {
+			st.Due()
+			continue
+		}
+		if _, err := st.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.End(EndDrain)
+	want := "\n\n" + "data: a\r\n\r\n" + "\r\n\r\n" + "\r\n\r\n" + "data: b\n\n" + "\n\n" + "data: c\r\n\r" + "\n" + "\r\n\r\n"
+	if got := w.written(); got != want {
+		t.Errorf("written %q\nwant    %q", got, want)
+	}
+	if st.Heartbeats() != 5 {
+		t.Errorf("%d heartbeats, want 5 (none after the lone CR)", st.Heartbeats())
+	}
+}

@@ -62,18 +62,28 @@ func (st *Stream) Turn(now int64) int64 {
 	return st.nextDue(now)
 }
 
-// beatLocked writes a heartbeat comment. st.mu must be held and the stream
-// must be at an event boundary.
+// beatLocked writes a heartbeat. st.mu must be held and the stream must
+// be at an event boundary.
 func (st *Stream) beatLocked() {
+	beat := st.set.Beats[st.opt.Frame]
+	blank := st.opt.Frame == FrameBlank
+	if blank {
+		if beat = st.boundary.blank(); beat == nil {
+			return
+		}
+	}
 	if !st.upstreamed {
 		st.ownFirst = true
 	}
-	if _, err := st.writeLocked(st.set.Beats[st.opt.Frame]); err != nil {
+	if _, err := st.writeLocked(beat); err != nil {
 		return
 	}
-	// a comment line adds nothing to an event: the stream is still
-	// between events, whichever frame was written
-	st.boundary = Boundary{}
+	if !blank {
+		// a comment line adds nothing to an event: the stream is still
+		// between events, whichever frame was written (blank lines
+		// leave it there by themselves, in its own line ends)
+		st.boundary = Boundary{}
+	}
 	st.heartbeats.Add(1)
 	st.set.Obs.HeartbeatWritten()
 }
