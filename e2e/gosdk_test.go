@@ -121,6 +121,9 @@ var goClients = []goClient{
 		func(ctx context.Context, base string, hc *http.Client, app *goApp) error {
 			cfg := goopenai.DefaultConfig("sk-test")
 			cfg.BaseURL, cfg.HTTPClient = base+"/v1", hc
+			if limit, ok := ctx.Value(emptyLimitKey{}).(uint); ok {
+				cfg.EmptyMessagesLimit = limit
+			}
 			stream, err := goopenai.NewClientWithConfig(cfg).CreateChatCompletionStream(ctx, goopenai.ChatCompletionRequest{
 				Model:    "gpt-4o-mini",
 				Messages: []goopenai.ChatCompletionMessage{{Role: goopenai.ChatMessageRoleUser, Content: goPrompt}},
@@ -283,3 +286,80 @@ func TestGoSDKs(t *testing.T) {
 		})
 	}
 }
+
+// What a go-openai user must know. It counts every line that is not a
+// data line between two events as an "empty message", and fails past
+// ClientConfig.EmptyMessagesLimit (300 by default) with
+// ErrTooManyEmptyStreamMessages: heartbeats count, one per beat in the
+// line frame it gets (it sends Accept: text/event-stream), so a long
+// enough silence fails it unless the limit is raised. And it keeps every
+// comment line it skipped, and parses them with an error event, so an API
+// error after a comment heartbeat reaches the caller as "unexpected end
+// of JSON input"; blank lines add nothing there, so with
+// heartbeat_frame blank the caller gets the API's error.
+func TestGoOpenAI(t *testing.T) {
+	vendor := startFakeVendor(t)
+	c := startCaddy(t, vendor.addr, `
+http://127.0.0.1:{{.HTTP}} {
+	handle_path /fast/* {
+		sse {
+			heartbeat 5ms
+		}
+		reverse_proxy {{.Upstream}}
+	}
+	handle_path /line/* {
+		sse {
+			heartbeat 200ms
+			open_after 300ms
+		}
+		reverse_proxy {{.Upstream}}
+	}
+	handle_path /blank/* {
+		sse {
+			heartbeat 200ms
+			open_after 300ms
+			heartbeat_frame blank
+		}
+		reverse_proxy {{.Upstream}}
+	}
+}`)
+	goOpenAI := goClients[len(goClients)-1]
+	if goOpenAI.name != "go-openai" {
+		t.Fatal("goClients changed: go-openai is not last")
+	}
+	run := func(prefix, gapAt string, gap time.Duration, fail int, limit uint) *clientRecord {
+		id, _ := vendor.newFailingRun(gapAt, gap, fail)
+		cl := goOpenAI
+		if limit != 0 {
+			cl.run = func(ctx context.Context, base string, hc *http.Client, app *goApp) error {
+				return goOpenAI.run(context.WithValue(ctx, emptyLimitKey{}, limit), base, hc, app)
+			}
+		}
+		return runGoClient(cl, c.BaseURL()+prefix+"/r/"+id, false)
+	}
+	t.Run("EmptyMessagesLimit", func(t *testing.T) {
+		// 3s of silence at 5ms: several hundred beats
+		rec := run("/fast", "before", 3*time.Second, 0, 0)
+		if len(rec.Errors) != 1 || !strings.Contains(rec.Errors[0].Message, goopenai.ErrTooManyEmptyStreamMessages.Error()) {
+			t.Errorf("default limit: errors %+v, want %q", rec.Errors, goopenai.ErrTooManyEmptyStreamMessages)
+		}
+		rec = run("/fast", "before", 3*time.Second, 0, 1<<20)
+		if len(rec.Errors) != 0 || rec.Text != vendorText {
+			t.Errorf("EmptyMessagesLimit raised: errors %+v, text %q; want every token", rec.Errors, rec.Text)
+		}
+	})
+	t.Run("ErrorAfterHeartbeats", func(t *testing.T) {
+		rec := run("/line", "header", 2*time.Second, http.StatusServiceUnavailable, 0)
+		if len(rec.Errors) != 1 || !strings.Contains(rec.Errors[0].Message, "unexpected end of JSON input") {
+			t.Errorf("line frame: errors %+v, want unexpected end of JSON input", rec.Errors)
+		}
+		rec = run("/blank", "header", 2*time.Second, http.StatusServiceUnavailable, 0)
+		if len(rec.Errors) != 1 || !strings.Contains(rec.Errors[0].Message, "The server had an error while processing your request.") {
+			t.Errorf("blank frame: errors %+v, want the API's error", rec.Errors)
+		}
+		t.Logf("blank frame: go-openai raised %+v", rec.Errors)
+	})
+}
+
+// emptyLimitKey carries a go-openai EmptyMessagesLimit to its run.
+type emptyLimitKey struct{}
