@@ -1,0 +1,527 @@
+// Copyright 2026 The caddy-sse Authors
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+package e2e
+
+// What each hop operators put in front of Caddy does to an event stream:
+// Debian's haproxy, apache2 (mod_proxy_http, mod_deflate), varnish, squid,
+// lighttpd (mod_proxy) and nginx with gzip, each run by the test in the
+// foreground on a free loopback port, with every file it writes in the
+// test's directory, and its upstream (read) timeout at 3 s. Each proxies to
+// one Caddy with two routes to one scripted upstream: /raw/... through a
+// stock reverse_proxy (the control), everything else through
+// sse { heartbeat 1s }.
+
+import (
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// hopQuiet is the quiet stretch in the upstream's stream, between events 3
+// and 4: about three times the hops' 3 s timeouts.
+const hopQuiet = 10 * time.Second
+
+// hopChain is a scripted event-stream upstream behind one Caddy, for a hop
+// to proxy to. The upstream writes events 1..n (query n, 5 by default),
+// gap apart (query gap, eventGap by default), with a quiet stretch before
+// event 4 (query quiet, hopQuiet by default), and ends the response. It
+// notes when it wrote each event in the write log of the request's case
+// (query case).
+type hopChain struct {
+	caddy *caddyProc
+
+	mu     sync.Mutex
+	writes map[string]*writeLog
+}
+
+// startHopChain starts the upstream and Caddy: /raw/... reaches the
+// upstream through a stock reverse_proxy, every other path through sse
+// with heartbeats every second.
+func startHopChain(t *testing.T) *hopChain {
+	t.Helper()
+	h := &hopChain{writes: make(map[string]*writeLog)}
+	upstream := func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		name := q.Get("case")
+		log := h.log(name)
+		n, gap, quietFor := 5, eventGap, hopQuiet
+		if v, err := strconv.Atoi(q.Get("n")); err == nil {
+			n = v
+		}
+		if v, err := time.ParseDuration(q.Get("gap")); err == nil {
+			gap = v
+		}
+		if v, err := time.ParseDuration(q.Get("quiet")); err == nil {
+			quietFor = v
+		}
+		streamHead(w)
+		for i := 1; i <= n; i++ {
+			wait := gap
+			if i == 4 {
+				wait = quietFor
+			}
+			if i > 1 && !quiet(r, wait) {
+				return
+			}
+			id := strconv.Itoa(i)
+			at, err := send(w, event{ID: id, Data: "event " + id + " of case " + name}.encode())
+			if err != nil {
+				return
+			}
+			log.note(id, at)
+		}
+	}
+	h.caddy = startCaddy(t, startUpstream(t, upstream), `
+http://127.0.0.1:{{.HTTP}} {
+	handle /raw/* {
+		reverse_proxy {{.Upstream}}
+	}
+	handle {
+		sse {
+			heartbeat 1s
+		}
+		reverse_proxy {{.Upstream}}
+	}
+}`)
+	return h
+}
+
+// log returns the write log of a case.
+func (h *hopChain) log(name string) *writeLog {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.writes[name] == nil {
+		h.writes[name] = new(writeLog)
+	}
+	return h.writes[name]
+}
+
+// backend is Caddy's host:port, for the hop's configuration.
+func (h *hopChain) backend() string { return fmt.Sprintf("127.0.0.1:%d", h.caddy.HTTP) }
+
+// hopProc is a hop's subprocess. Its exported fields are the template data
+// of its configuration file.
+type hopProc struct {
+	Dir     string // every file the hop writes
+	Port    int    // where it listens, on 127.0.0.1
+	Alt     int    // a second port, for a second configuration side by side
+	Backend string // Caddy's host:port
+	// Caddy's host and port apart
+	BackendHost, BackendPort string
+	Conf                     string // the configuration file
+	Root                     bool   // the test runs as root
+}
+
+// URL is the address the hop listens on.
+func (p *hopProc) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Port) }
+
+// AltURL is the hop's second address.
+func (p *hopProc) AltURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Alt) }
+
+// startHop writes the hop's configuration from conf, a template over
+// hopProc, runs the command that args makes from it in the foreground until
+// the test ends, and waits until both of its ports accept connections. logs
+// are the files the hop writes that a failed test prints, relative to Dir.
+func startHop(t *testing.T, name, bin, conf string, backend string, prepare func(p *hopProc), args func(p *hopProc) []string, logs ...string) *hopProc {
+	t.Helper()
+	p := &hopProc{Dir: t.TempDir(), Port: freePort(t), Alt: freePort(t), Backend: backend, Root: os.Geteuid() == 0}
+	p.Conf = filepath.Join(p.Dir, name+".conf")
+	var err error
+	if p.BackendHost, p.BackendPort, err = net.SplitHostPort(backend); err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(p)
+	}
+	var text strings.Builder
+	if err := template.Must(template.New(name).Parse(conf)).Execute(&text, p); err != nil {
+		t.Fatalf("%s config template: %v", name, err)
+	}
+	if err := os.WriteFile(p.Conf, []byte(text.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, l := range logs {
+		paths = append(paths, filepath.Join(p.Dir, l))
+	}
+	t.Cleanup(func() {
+		if t.Failed() && conf != "" {
+			t.Logf("%s config:\n%s", name, text.String())
+		}
+	})
+	cmd := exec.Command(bin, args(p)...)
+	cmd.Dir = p.Dir
+	stderr := filepath.Join(p.Dir, "stderr.log")
+	exited := startDaemon(t, name, cmd, stderr, paths...)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, port := range []int{p.Port, p.Alt} {
+		for {
+			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			if err == nil {
+				conn.Close()
+				break
+			}
+			select {
+			case <-exited:
+				b, _ := os.ReadFile(stderr)
+				t.Fatalf("%s exited: %s", name, b)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not listening on %d after 30s: %v", name, port, err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling a condition
+		}
+	}
+	return p
+}
+
+// lazyGzip decompresses a gzip body as it arrives: gzip.NewReader reads the
+// gzip header, so it is made on the first Read, in the reader's goroutine.
+type lazyGzip struct {
+	body io.Reader
+	zr   *gzip.Reader
+}
+
+func (z *lazyGzip) Read(p []byte) (int, error) {
+	if z.zr == nil {
+		zr, err := gzip.NewReader(z.body)
+		if err != nil {
+			return 0, err
+		}
+		z.zr = zr
+	}
+	return z.zr.Read(p)
+}
+
+// hopRequest is a GET sent in the background, so that a test's streams
+// run side by side and are checked one after the other: the reader of its
+// body stamps each chunk as it arrives, whenever the test looks.
+type hopRequest struct {
+	done chan struct{} // closed when the response header came, or the request failed
+	res  *http.Response
+	err  error
+	head time.Time  // when the response header came
+	r    *sseReader // the body's events, decompressed if it came gzip-encoded
+}
+
+// sendHop sends a GET for url with Accept: text/event-stream, and
+// Accept-Encoding: gzip if gzip, in the background. The request ends when
+// the test does.
+func sendHop(t *testing.T, url string, gzip bool) *hopRequest {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if gzip {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
+	q := &hopRequest{done: make(chan struct{})}
+	go func() {
+		defer close(q.done)
+		q.res, q.err = h1Client().Do(req)
+		q.head = time.Now()
+		if q.err != nil {
+			return
+		}
+		var body io.Reader = q.res.Body
+		if q.res.Header.Get("Content-Encoding") == "gzip" {
+			body = &lazyGzip{body: q.res.Body}
+		}
+		q.r = newSSEReader(body)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-q.done
+		if q.res != nil {
+			q.res.Body.Close()
+		}
+	})
+	return q
+}
+
+// wait returns the response, once its header came; it fails the test if
+// the request failed, or no header came in time.
+func (q *hopRequest) wait(t *testing.T, timeout time.Duration) *http.Response {
+	t.Helper()
+	select {
+	case <-q.done:
+	case <-time.After(timeout):
+		t.Fatalf("no response header after %v", timeout)
+	}
+	if q.err != nil {
+		t.Fatalf("request: %v", q.err)
+	}
+	return q.res
+}
+
+// stream waits for a 200 response and returns the reader of its events.
+func (q *hopRequest) stream(t *testing.T) *sseReader {
+	t.Helper()
+	if res := q.wait(t, hopQuiet+20*time.Second); res.StatusCode != http.StatusOK {
+		t.Fatalf("status %s, want 200", res.Status)
+	}
+	return q.r
+}
+
+// hopClient is what a client asks of a hop, and what the stock control
+// must show.
+type hopClient struct {
+	// gzip: the client sends Accept-Encoding: gzip, the hop must answer
+	// Content-Encoding: gzip, and the client decompresses as bytes arrive
+	gzip bool
+	// buffered: without sse, the hop holds event 1 back until event 2 is
+	// written
+	buffered bool
+}
+
+// checkHopStreams runs the stock control and the sse case through a hop
+// at base side by side: the first must be cut at the hop's timeout in the
+// quiet stretch, the second survive with every event, each before the
+// next was written.
+func checkHopStreams(t *testing.T, h *hopChain, base string, c hopClient) {
+	t.Helper()
+	cases := []struct {
+		name string
+		path string
+		sse  bool
+		req  *hopRequest
+	}{
+		{name: "WithSSE", path: "/events", sse: true},
+		{name: "WithoutSSE", path: "/raw/events"},
+	}
+	for i, tc := range cases {
+		cases[i].req = sendHop(t, base+tc.path+"?case="+t.Name()+"/"+tc.name, c.gzip)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.req.stream(t)
+			res := tc.req.res
+			ce, cc := res.Header.Get("Content-Encoding"), res.Header.Get("Cache-Control")
+			t.Logf("Content-Encoding %q, Cache-Control %q", ce, cc)
+			if c.gzip && ce != "gzip" {
+				t.Fatalf("Content-Encoding %q, want gzip", ce)
+			}
+			if tc.sse && !strings.Contains(cc, "no-transform") {
+				t.Errorf("Cache-Control %q, want no-transform from sse", cc)
+			}
+			if tc.sse {
+				checkStreamSurvives(t, r, h.log(t.Name()), hopQuiet)
+			} else {
+				checkStreamFails(t, r, h.log(t.Name()), hopQuiet, c.buffered)
+			}
+		})
+	}
+}
+
+// hopDelays reads n events of a stream and returns each one's delay, from
+// the upstream's write to its receipt. It fails the test unless every
+// event arrived, each before the next was written.
+func hopDelays(t *testing.T, h *hopChain, r *sseReader, name string, n int) []time.Duration {
+	t.Helper()
+	if !r.next(n, time.Duration(n)*time.Second+20*time.Second) {
+		t.Fatalf("got %d events, want %d; end %v; body %q", len(r.events), n, r.end, r.raw.String())
+	}
+	var delays []time.Duration
+	for i, ev := range r.events[:n] {
+		if want := strconv.Itoa(i + 1); ev.ID != want {
+			t.Fatalf("event %d has id %q, want %s", i, ev.ID, want)
+		}
+		w, ok := h.log(name).get(ev.ID)
+		if !ok {
+			t.Fatalf("event %s arrived before the upstream noted its write", ev.ID)
+		}
+		delays = append(delays, ev.at.Sub(w))
+		if i+1 < n {
+			if next, ok := h.log(name).get(strconv.Itoa(i + 2)); ok && !ev.at.Before(next) {
+				t.Errorf("event %s arrived %v after the upstream wrote the next: held back", ev.ID, ev.at.Sub(next))
+			}
+		}
+	}
+	return delays
+}
+
+// median is the middle of ds (the upper middle for an even count).
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// rounded rounds each delay to 100 µs, for the log.
+func rounded(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(100 * time.Microsecond)
+	}
+	return out
+}
+
+// haproxyConf is HAProxy with 3 s timeouts on both sides in front of
+// Caddy: its defaults on Port, option http-no-delay on Alt.
+const haproxyConf = `global
+	pidfile {{.Dir}}/haproxy.pid
+defaults
+	mode http
+	timeout connect 3s
+	timeout client 3s
+	timeout server 3s
+listen defaults
+	bind 127.0.0.1:{{.Port}}
+	server caddy {{.Backend}}
+listen nodelay
+	bind 127.0.0.1:{{.Alt}}
+	option http-no-delay
+	server caddy {{.Backend}}
+`
+
+// startHAProxy runs Debian's haproxy in the foreground (-db) in front of
+// Caddy, with the configuration conf, a template over hopProc.
+func startHAProxy(t *testing.T, backend, conf string) *hopProc {
+	t.Helper()
+	bin := requireTool(t, "haproxy", "/usr/sbin/haproxy")
+	return startHop(t, "haproxy", bin, conf, backend, nil, func(p *hopProc) []string {
+		return []string{"-db", "-f", p.Conf}
+	})
+}
+
+// TestHopHAProxy runs Debian's HAProxy 2.6 with timeout server 3s (and
+// timeout client 3s) in front of Caddy: with sse, every event passes and
+// a 10 s quiet stretch survives on heartbeats; the stock route's stream is
+// cut at the timeout.
+func TestHopHAProxy(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	hp := startHAProxy(t, h.backend(), haproxyConf)
+	checkHopStreams(t, h, hp.URL(), hopClient{})
+}
+
+// TestHopHAProxyDelay measures how long HAProxy 2.6 holds each event of a
+// stream written one event a second, with its defaults and with option
+// http-no-delay, through the sse route and the stock one. With its
+// defaults HAProxy holds every event but the last, which ends the response,
+// for a median of at least 50 ms (95-210 ms here); with http-no-delay the
+// median is under 50 ms (under 2 ms here). sse changes neither: the delay
+// is HAProxy's.
+func TestHopHAProxyDelay(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	h := startHopChain(t)
+	hp := startHAProxy(t, h.backend(), haproxyConf)
+	cases := []struct {
+		name    string
+		url     string
+		noDelay bool
+		req     *hopRequest
+	}{
+		{name: "Defaults/WithSSE", url: hp.URL() + "/events"},
+		{name: "Defaults/WithoutSSE", url: hp.URL() + "/raw/events"},
+		{name: "NoDelay/WithSSE", url: hp.AltURL() + "/events", noDelay: true},
+		{name: "NoDelay/WithoutSSE", url: hp.AltURL() + "/raw/events", noDelay: true},
+	}
+	for i, tc := range cases {
+		cases[i].req = sendHop(t, tc.url+"?n="+strconv.Itoa(n)+"&gap=1s&quiet=1s&case="+t.Name()+"/"+tc.name, false)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			delays := hopDelays(t, h, tc.req.stream(t), t.Name(), n)
+			// the last event goes with the end of the response, at once
+			m := median(delays[:n-1])
+			t.Logf("delays %v; median of events 1-%d %v", rounded(delays), n-1, m.Round(100*time.Microsecond))
+			switch {
+			case tc.noDelay && m >= 50*time.Millisecond:
+				t.Errorf("with option http-no-delay HAProxy held events a median %v, want < 50ms", m)
+			case !tc.noDelay && m < 50*time.Millisecond:
+				t.Errorf("with its defaults HAProxy held events a median %v, want >= 50ms: it no longer holds them back", m)
+			}
+		})
+	}
+}
+
+// haproxyGzipConf is HAProxy compressing text/event-stream responses with
+// gzip.
+const haproxyGzipConf = `global
+	pidfile {{.Dir}}/haproxy.pid
+defaults
+	mode http
+	timeout connect 3s
+	timeout client 30s
+	timeout server 30s
+listen gzip
+	bind 127.0.0.1:{{.Port}}
+	bind 127.0.0.1:{{.Alt}}
+	compression algo gzip
+	compression type text/event-stream
+	server caddy {{.Backend}}
+`
+
+// TestHopHAProxyCompression runs HAProxy with compression algo gzip and
+// compression type text/event-stream, and a client that sends
+// Accept-Encoding: gzip. HAProxy leaves sse's stream, which says
+// Cache-Control: no-transform, uncompressed, and passes each event before
+// the next is written. The stock route's stream, which does not say
+// no-transform, it compresses, and holds back: event 1 arrives only when
+// the response ends, after the upstream wrote event 3.
+func TestHopHAProxyCompression(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	h := startHopChain(t)
+	hp := startHAProxy(t, h.backend(), haproxyGzipConf)
+	query := "?n=" + strconv.Itoa(n) + "&case=" + t.Name()
+	withSSE := sendHop(t, hp.URL()+"/events"+query+"/WithSSE", true)
+	stock := sendHop(t, hp.URL()+"/raw/events"+query+"/WithoutSSE", true)
+	t.Run("WithSSE", func(t *testing.T) {
+		r := withSSE.stream(t)
+		ce := withSSE.res.Header.Get("Content-Encoding")
+		t.Logf("Content-Encoding %q, Cache-Control %q", ce, withSSE.res.Header.Get("Cache-Control"))
+		if ce != "" {
+			t.Errorf("Content-Encoding %q through HAProxy's compression, want none: the stream says no-transform", ce)
+		}
+		t.Logf("delays %v", rounded(hopDelays(t, h, r, t.Name(), n)))
+	})
+	t.Run("WithoutSSE", func(t *testing.T) {
+		r := stock.stream(t)
+		ce := stock.res.Header.Get("Content-Encoding")
+		t.Logf("Content-Encoding %q, Cache-Control %q", ce, stock.res.Header.Get("Cache-Control"))
+		if ce != "gzip" {
+			t.Fatalf("Content-Encoding %q on the stock stream, want gzip: HAProxy's compression is not on, the control shows nothing", ce)
+		}
+		if !r.next(n, 20*time.Second) {
+			t.Fatalf("got %d events, want %d; end %v; body %q", len(r.events), n, r.end, r.raw.String())
+		}
+		last, _ := h.log(t.Name()).get(strconv.Itoa(n))
+		if r.events[0].at.Before(last) {
+			t.Errorf("event 1 of the compressed stream arrived before event %d was written: HAProxy's compression no longer holds events back", n)
+		}
+		t.Logf("event 1 arrived %v after the upstream wrote event %d", r.events[0].at.Sub(last).Round(100*time.Microsecond), n)
+	})
+}
