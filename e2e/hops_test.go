@@ -525,3 +525,118 @@ func TestHopHAProxyCompression(t *testing.T) {
 		t.Logf("event 1 arrived %v after the upstream wrote event %d", r.events[0].at.Sub(last).Round(100*time.Microsecond), n)
 	})
 }
+
+// apacheConf is Apache httpd (mod_proxy_http, event MPM) in front of
+// Caddy, with ProxyTimeout 3: plain on Port, and with mod_deflate
+// compressing text/event-stream on Alt.
+const apacheConf = `ServerRoot {{.Dir}}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{{.Port}}
+Listen 127.0.0.1:{{.Alt}}
+PidFile {{.Dir}}/apache2.pid
+DefaultRuntimeDir {{.Dir}}
+ErrorLog {{.Dir}}/error.log
+LogLevel warn
+Mutex posixsem
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so
+LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so
+LoadModule filter_module /usr/lib/apache2/modules/mod_filter.so
+LoadModule deflate_module /usr/lib/apache2/modules/mod_deflate.so
+{{if .Root}}User www-data
+Group www-data
+{{end}}ProxyTimeout 3
+<VirtualHost 127.0.0.1:{{.Port}}>
+	ProxyPass / http://{{.Backend}}/
+</VirtualHost>
+<VirtualHost 127.0.0.1:{{.Alt}}>
+	ProxyPass / http://{{.Backend}}/
+	AddOutputFilterByType DEFLATE text/event-stream
+</VirtualHost>
+`
+
+func startApache(t *testing.T, backend string) *hopProc {
+	t.Helper()
+	bin := requireTool(t, "apache2", "/usr/sbin/apache2")
+	return startHop(t, "apache2", bin, apacheConf, backend, nil, func(p *hopProc) []string {
+		return []string{"-d", p.Dir, "-f", p.Conf, "-D", "FOREGROUND"}
+	}, "error.log")
+}
+
+// TestHopApache runs Debian's Apache httpd 2.4 with mod_proxy_http and
+// ProxyTimeout 3 in front of Caddy: with sse, every event passes and a
+// 10 s quiet stretch survives on heartbeats; the stock route's stream is
+// cut at the timeout.
+func TestHopApache(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	ap := startApache(t, h.backend())
+	checkHopStreams(t, h, ap.URL(), hopClient{})
+}
+
+// TestHopApacheDeflate runs Apache with mod_deflate compressing
+// text/event-stream (AddOutputFilterByType DEFLATE text/event-stream) and a
+// client that sends Accept-Encoding: gzip: Apache compresses sse's stream
+// although it says Cache-Control: no-transform, and the stream still flows
+// event by event (mod_deflate flushes with each flush mod_proxy_http
+// passes), survives the quiet stretch on heartbeats and ends cleanly. The
+// stock route's stream, compressed too and flowing too, is cut at
+// ProxyTimeout.
+func TestHopApacheDeflate(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	ap := startApache(t, h.backend())
+	checkHopStreams(t, h, ap.AltURL(), hopClient{gzip: true})
+}
+
+// nginxGzipConf is nginx in front of Caddy over HTTP/1.1 with gzip on for
+// text/event-stream and proxy_read_timeout 3s (proxy_buffering on, nginx's
+// default).
+const nginxGzipConf = `{{if .Root}}user root;
+{{end}}worker_processes 1;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log info;
+events {
+	worker_connections 64;
+}
+http {
+	access_log {{.Dir}}/access.log;
+	client_body_temp_path {{.Dir}}/client_body;
+	proxy_temp_path {{.Dir}}/proxy;
+	fastcgi_temp_path {{.Dir}}/fastcgi;
+	uwsgi_temp_path {{.Dir}}/uwsgi;
+	scgi_temp_path {{.Dir}}/scgi;
+	gzip on;
+	gzip_types text/event-stream;
+	server {
+		listen 127.0.0.1:{{.Port}};
+		listen 127.0.0.1:{{.Alt}};
+		proxy_read_timeout 3s;
+		location / {
+			proxy_pass http://{{.Backend}};
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}
+}
+`
+
+// TestHopNginxGzip runs nginx with gzip on and gzip_types
+// text/event-stream in front of Caddy, and a client that sends
+// Accept-Encoding: gzip: nginx compresses sse's stream although it says
+// Cache-Control: no-transform, and the stream still flows event by event,
+// survives the quiet stretch on heartbeats and ends cleanly (sse's
+// X-Accel-Buffering: no turns nginx's buffering off, and gzip flushes with
+// every unbuffered write). The stock route's stream, compressed too, is
+// held back in gzip's buffers, and cut at proxy_read_timeout: its events
+// arrive only then.
+func TestHopNginxGzip(t *testing.T) {
+	t.Parallel()
+	bin := requireTool(t, "nginx", "/usr/sbin/nginx")
+	h := startHopChain(t)
+	ng := startHop(t, "nginx", bin, nginxGzipConf, h.backend(), nil, func(p *hopProc) []string {
+		return []string{"-p", p.Dir, "-c", p.Conf, "-g", "daemon off;"}
+	}, "error.log")
+	checkHopStreams(t, h, ng.URL(), hopClient{gzip: true, buffered: true})
+}
