@@ -55,8 +55,9 @@ const hopQuiet = 10 * time.Second
 type hopChain struct {
 	caddy *caddyProc
 
-	mu     sync.Mutex
-	writes map[string]*writeLog
+	mu       sync.Mutex
+	writes   map[string]*writeLog
+	requests map[string]int
 }
 
 // startHopChain starts the upstream and Caddy: /raw/... reaches the
@@ -64,11 +65,14 @@ type hopChain struct {
 // with heartbeats every second.
 func startHopChain(t *testing.T) *hopChain {
 	t.Helper()
-	h := &hopChain{writes: make(map[string]*writeLog)}
+	h := &hopChain{writes: make(map[string]*writeLog), requests: make(map[string]int)}
 	upstream := func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		name := q.Get("case")
 		log := h.log(name)
+		h.mu.Lock()
+		h.requests[name]++
+		h.mu.Unlock()
 		n, gap, quietFor := 5, eventGap, hopQuiet
 		if v, err := strconv.Atoi(q.Get("n")); err == nil {
 			n = v
@@ -119,6 +123,13 @@ func (h *hopChain) log(name string) *writeLog {
 		h.writes[name] = new(writeLog)
 	}
 	return h.writes[name]
+}
+
+// requestsOf counts the upstream's requests of a case.
+func (h *hopChain) requestsOf(name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.requests[name]
 }
 
 // backend is Caddy's host:port, for the hop's configuration.
@@ -639,4 +650,162 @@ func TestHopNginxGzip(t *testing.T) {
 		return []string{"-p", p.Dir, "-c", p.Conf, "-g", "daemon off;"}
 	}, "error.log")
 	checkHopStreams(t, h, ng.URL(), hopClient{gzip: true, buffered: true})
+}
+
+// startVarnish runs Debian's varnishd in the foreground in front of
+// Caddy, with between_bytes_timeout and first_byte_timeout 3 s, its working
+// directory (-n) in the test's directory, no management port, and the
+// given parameters (name=value; a later one wins). vcl is a template of the VCL file over
+// hopProc, or "" for Varnish's built-in VCL with Caddy as its backend (-b).
+func startVarnish(t *testing.T, backend, vcl string, params ...string) *hopProc {
+	t.Helper()
+	bin := requireTool(t, "varnishd", "/usr/sbin/varnishd")
+	// varnishd listens on both ports
+	return startHop(t, "varnishd", bin, vcl, backend, nil, func(p *hopProc) []string {
+		args := []string{"-F", "-n", filepath.Join(p.Dir, "varnish"), "-T", "none",
+			"-a", fmt.Sprintf("127.0.0.1:%d", p.Port), "-a", fmt.Sprintf("127.0.0.1:%d", p.Alt),
+			"-s", "malloc,32m", "-p", "between_bytes_timeout=3", "-p", "first_byte_timeout=3"}
+		if p.Root {
+			// no jail: the unprivileged users of Varnish's unix jail could
+			// not read the VCL in the test's private directory
+			args = append(args, "-j", "none")
+		}
+		for _, param := range params {
+			args = append(args, "-p", param)
+		}
+		if vcl == "" {
+			return append(args, "-b", p.Backend)
+		}
+		return append(args, "-f", p.Conf)
+	})
+}
+
+// TestHopVarnish runs Debian's Varnish 7.1 with its built-in VCL and
+// between_bytes_timeout 3 s in front of Caddy: with sse, every event passes
+// at once (Varnish streams the fetch, beresp.do_stream is on by default)
+// and a 10 s quiet stretch survives on heartbeats; the stock route's stream
+// is cut at between_bytes_timeout. idle_send_timeout 3 s, Varnish's limit
+// on a single write to the client, does not cut a client that reads.
+func TestHopVarnish(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	v := startVarnish(t, h.backend(), "", "idle_send_timeout=3")
+	checkHopStreams(t, h, v.URL(), hopClient{})
+}
+
+// TestHopVarnishSendTimeout runs Varnish with its built-in VCL and
+// send_timeout 5 s: Varnish cuts sse's stream about 5 s after it began,
+// heartbeats or not, before the quiet stretch ends. send_timeout bounds a
+// whole HTTP/1 response through Varnish (600 s by default), not a quiet
+// stretch, so no stream through Varnish outlives it.
+func TestHopVarnishSendTimeout(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	v := startVarnish(t, h.backend(), "", "send_timeout=5")
+	name := t.Name()
+	start := time.Now()
+	res, _ := openStream(t, h1Client(), v.URL()+"/events?case="+name, "Accept", "text/event-stream")
+	r := newSSEReader(res.Body)
+	end := r.waitEnd(hopQuiet + 20*time.Second)
+	if end == nil {
+		t.Fatalf("stream did not end; events %d", len(r.events))
+	}
+	if _, ok := h.log(name).get("4"); ok || len(r.events) > 3 {
+		t.Errorf("stream outlived send_timeout: %d events", len(r.events))
+	}
+	if len(r.events) != 3 {
+		t.Errorf("got %d events before the cut, want 3", len(r.events))
+	}
+	w3, _ := h.log(name).get("3")
+	if n := r.commentsBetween(w3, end.at); n < 2 {
+		t.Errorf("got %d heartbeats before the cut, want >= 2: the stream was not kept busy", n)
+	}
+	if cut := end.at.Sub(start); cut < 4*time.Second || cut > 8*time.Second {
+		t.Errorf("stream ended %v after it began, want about 5s (send_timeout)", cut)
+	}
+	t.Logf("sse's stream cut %v after it began, %d heartbeats before (%v)",
+		end.at.Sub(start).Round(time.Millisecond), len(r.comments), end.err)
+}
+
+// varnishPipeVCL hands requests that accept text/event-stream to pipe
+// mode, where Varnish copies bytes both ways without send_timeout or
+// between_bytes_timeout; pipe_timeout bounds a quiet stretch instead.
+const varnishPipeVCL = `vcl 4.1;
+backend caddy {
+	.host = "{{.BackendHost}}";
+	.port = "{{.BackendPort}}";
+}
+sub vcl_recv {
+	if (req.http.Accept ~ "text/event-stream") {
+		return (pipe);
+	}
+}
+`
+
+// TestHopVarnishPipe runs Varnish with a VCL that pipes event-stream
+// requests, send_timeout 5 s, pipe_timeout 3 s and between_bytes_timeout
+// back at its default, 60 s: with sse the stream outlives send_timeout and
+// survives the 10 s quiet stretch on heartbeats; the stock route's stream
+// is cut at pipe_timeout.
+func TestHopVarnishPipe(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	v := startVarnish(t, h.backend(), varnishPipeVCL, "send_timeout=5", "pipe_timeout=3", "between_bytes_timeout=60")
+	checkHopStreams(t, h, v.URL(), hopClient{})
+}
+
+// TestHopVarnishShares runs two clients for the same URL through
+// Varnish's built-in VCL, the second opened once the first has its second
+// event. The stock stream, which has no Cache-Control, Varnish caches (its
+// default TTL, 120 s): the second client gets the first client's stream
+// from the one fetch the upstream saw, events 1 and 2 at once. sse's
+// stream says no-cache: Varnish fetches it anew for the second client.
+func TestHopVarnishShares(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	v := startVarnish(t, h.backend(), "")
+	for _, tc := range []struct {
+		name string
+		path string
+		sse  bool
+	}{
+		{"WithSSE", "/events", true},
+		{"WithoutSSE", "/raw/events", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each second client opens while its first stream is live
+			url := v.URL() + tc.path + "?n=3&gap=1s&quiet=1s&case=" + t.Name()
+			first := sendHop(t, url, false).stream(t)
+			if !first.next(2, 20*time.Second) {
+				t.Fatalf("first client: got %d events, want 2; end %v", len(first.events), first.end)
+			}
+			opened := time.Now()
+			req := sendHop(t, url, false)
+			second := req.stream(t)
+			if !second.next(3, 20*time.Second) {
+				t.Fatalf("second client: got %d events, want 3; end %v", len(second.events), second.end)
+			}
+			fetches := h.requestsOf(t.Name())
+			var at []time.Duration
+			for _, ev := range second.events {
+				at = append(at, ev.at.Sub(opened).Round(time.Millisecond))
+			}
+			t.Logf("upstream fetches %d; the second client's events %v after it opened; Age %q, X-Varnish %q",
+				fetches, at, req.res.Header.Get("Age"), req.res.Header.Get("X-Varnish"))
+			if tc.sse {
+				if fetches != 2 {
+					t.Errorf("upstream fetches %d, want 2: Varnish shared an sse stream", fetches)
+				}
+				return
+			}
+			if fetches != 1 {
+				t.Errorf("upstream fetches %d, want 1: Varnish did not share the stock stream, the control shows nothing", fetches)
+			}
+			// events 1 and 2 are the cached ones, replayed at once; a stream
+			// of its own would bring event 2 a second after event 1
+			if d := second.events[1].at.Sub(opened); d > 500*time.Millisecond {
+				t.Errorf("the second client's event 2 arrived %v after it opened, want at once: not replayed from the cache", d)
+			}
+		})
+	}
 }
