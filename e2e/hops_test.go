@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -808,4 +809,64 @@ func TestHopVarnishShares(t *testing.T) {
 			}
 		})
 	}
+}
+
+// squidConf is Squid as a reverse proxy (accel) in front of Caddy, with
+// read_timeout 3 seconds, no disk cache, nothing in shared memory, and
+// every file in Dir.
+const squidConf = `http_port 127.0.0.1:{{.Port}} accel
+http_port 127.0.0.1:{{.Alt}} accel
+cache_peer {{.BackendHost}} parent {{.BackendPort}} 0 no-query originserver name=caddy
+cache_peer_access caddy allow all
+http_access allow all
+read_timeout 3 seconds
+pid_filename {{.Dir}}/squid.pid
+cache_log {{.Dir}}/cache.log
+access_log stdio:{{.Dir}}/access.log
+cache_store_log none
+coredump_dir {{.Dir}}
+netdb_filename none
+memory_cache_shared off
+collapsed_forwarding_shared_entries_limit 0
+shutdown_lifetime 1 seconds
+`
+
+// startSquid runs Debian's squid in the foreground (-N) in front of Caddy.
+// As root, Squid works as the proxy user (cache_effective_user): the test's
+// directory is then its, and the directory above it open to it.
+func startSquid(t *testing.T, backend string) *hopProc {
+	t.Helper()
+	bin := requireTool(t, "squid", "/usr/sbin/squid")
+	return startHop(t, "squid", bin, squidConf, backend, func(p *hopProc) {
+		if !p.Root {
+			return
+		}
+		u, err := user.Lookup("proxy")
+		if err != nil {
+			t.Fatalf("squid's user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(p.Dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Dir(p.Dir), 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}, func(p *hopProc) []string {
+		// -n: the service name, which names Squid's shared memory
+		// segments, is the test's own
+		return []string{"-N", "-n", fmt.Sprintf("sse%d", p.Port), "-f", p.Conf}
+	}, "cache.log")
+}
+
+// TestHopSquid runs Debian's Squid 5 as a reverse proxy with read_timeout
+// 3 seconds in front of Caddy: with sse, every event passes and a 10 s
+// quiet stretch survives on heartbeats; the stock route's stream is cut at
+// read_timeout.
+func TestHopSquid(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	sq := startSquid(t, h.backend())
+	checkHopStreams(t, h, sq.URL(), hopClient{})
 }
