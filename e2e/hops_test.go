@@ -870,3 +870,122 @@ func TestHopSquid(t *testing.T) {
 	sq := startSquid(t, h.backend())
 	checkHopStreams(t, h, sq.URL(), hopClient{})
 }
+
+// lighttpdConf is lighttpd with mod_proxy in front of Caddy, read-timeout
+// 3 s: with its default server.stream-response-body (0) on Port, with
+// server.stream-response-body = 2 on Alt.
+const lighttpdConf = `server.document-root = "{{.Dir}}"
+server.bind = "127.0.0.1"
+server.port = {{.Port}}
+server.errorlog = "{{.Dir}}/error.log"
+server.modules = ("mod_proxy")
+proxy.server = ("" => ((
+	"host" => "{{.BackendHost}}",
+	"port" => {{.BackendPort}},
+	"read-timeout" => 3,
+)))
+$SERVER["socket"] == "127.0.0.1:{{.Alt}}" {
+	server.stream-response-body = 2
+}
+`
+
+func startLighttpd(t *testing.T, backend string) *hopProc {
+	t.Helper()
+	bin := requireTool(t, "lighttpd", "/usr/sbin/lighttpd")
+	return startHop(t, "lighttpd", bin, lighttpdConf, backend, nil, func(p *hopProc) []string {
+		return []string{"-D", "-f", p.Conf}
+	}, "error.log")
+}
+
+// TestHopLighttpd runs Debian's lighttpd 1.4 with mod_proxy,
+// server.stream-response-body = 2 and read-timeout 3 s in front of Caddy:
+// with sse, every event passes and a 10 s quiet stretch survives on
+// heartbeats; the stock route's stream is cut at read-timeout.
+func TestHopLighttpd(t *testing.T) {
+	t.Parallel()
+	h := startHopChain(t)
+	lt := startLighttpd(t, h.backend())
+	checkHopStreams(t, h, lt.AltURL(), hopClient{})
+}
+
+// TestHopLighttpdBuffers shows what lighttpd 1.4 does to an event stream
+// with its default server.stream-response-body (0): it holds the whole
+// response, header included, until the upstream ends it, and sends it
+// then with a Content-Length; sse's X-Accel-Buffering: no does not change
+// that. Through a quiet stretch sse's heartbeats keep read-timeout from
+// firing, but they too reach the client only at the end; the stock
+// stream's quiet stretch ends in an error status at read-timeout, nothing
+// of the stream sent. With server.stream-response-body = 2 each event
+// arrives before the next is written, with sse or without.
+func TestHopLighttpdBuffers(t *testing.T) {
+	t.Parallel()
+	const short = "n=3&quiet=500ms" // three events 500 ms apart, then the end
+	h := startHopChain(t)
+	lt := startLighttpd(t, h.backend())
+	cases := []struct {
+		name  string
+		url   string
+		sse   bool
+		quiet bool // the stream has the quiet stretch
+		flows bool // server.stream-response-body = 2
+		req   *hopRequest
+		sent  time.Time
+	}{
+		{name: "Default/WithSSE", url: lt.URL() + "/events?" + short, sse: true},
+		{name: "Default/WithoutSSE", url: lt.URL() + "/raw/events?" + short},
+		{name: "Default/Quiet/WithSSE", url: lt.URL() + "/events?", sse: true, quiet: true},
+		{name: "Default/Quiet/WithoutSSE", url: lt.URL() + "/raw/events?", quiet: true},
+		{name: "StreamResponseBody2/WithSSE", url: lt.AltURL() + "/events?" + short, sse: true, flows: true},
+		{name: "StreamResponseBody2/WithoutSSE", url: lt.AltURL() + "/raw/events?" + short, flows: true},
+	}
+	for i, tc := range cases {
+		cases[i].sent = time.Now()
+		cases[i].req = sendHop(t, tc.url+"&case="+t.Name()+"/"+tc.name, false)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := h.log(t.Name())
+			if tc.quiet && !tc.sse {
+				// the stock stream, cut at read-timeout before lighttpd
+				// sent anything
+				res := tc.req.wait(t, hopQuiet+20*time.Second)
+				if res.StatusCode == http.StatusOK {
+					t.Fatalf("status 200 for the stock stream cut at read-timeout, want an error")
+				}
+				w3, _ := log.get("3")
+				if cut := tc.req.head.Sub(w3); cut < 2*time.Second || cut > hopQuiet-time.Second {
+					t.Errorf("lighttpd answered %v after the last write, want about 3s (read-timeout)", cut)
+				}
+				t.Logf("lighttpd answered %s (Content-Type %q) %v after the last write",
+					res.Status, res.Header.Get("Content-Type"), tc.req.head.Sub(w3).Round(time.Millisecond))
+				return
+			}
+			r := tc.req.stream(t)
+			if tc.flows {
+				t.Logf("delays %v", rounded(hopDelays(t, h, r, t.Name(), 3)))
+				return
+			}
+			n := 3
+			if tc.quiet {
+				n = 5
+			}
+			if !r.next(n, hopQuiet+20*time.Second) {
+				t.Fatalf("got %d events, want %d; end %v", len(r.events), n, r.end)
+			}
+			head := tc.req.head
+			if last, _ := log.get(strconv.Itoa(n)); head.Before(last) || r.events[0].at.Before(last) {
+				t.Errorf("the header came %v and event 1 %v after the request, before the upstream wrote event %d: lighttpd no longer buffers the response",
+					head.Sub(tc.sent), r.events[0].at.Sub(tc.sent), n)
+			}
+			if res := tc.req.res; res.ContentLength < 0 {
+				t.Errorf("no Content-Length: lighttpd streamed the response")
+			}
+			if tc.quiet && len(r.comments) < 5 {
+				t.Errorf("%d heartbeats in the buffered response, want >= 5 from the %v quiet stretch", len(r.comments), hopQuiet)
+			}
+			t.Logf("header %v, event 1 %v after the request; Content-Length %d; %d comment lines",
+				head.Sub(tc.sent).Round(time.Millisecond), r.events[0].at.Sub(tc.sent).Round(time.Millisecond),
+				tc.req.res.ContentLength, len(r.comments))
+		})
+	}
+}
