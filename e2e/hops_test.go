@@ -438,12 +438,12 @@ func TestHopHAProxy(t *testing.T) {
 }
 
 // TestHopHAProxyDelay measures how long HAProxy 2.6 holds each event of a
-// stream written one event a second, with its defaults and with option
-// http-no-delay, through the sse route and the stock one. With its
-// defaults HAProxy holds every event but the last, which ends the response,
-// for a median of at least 50 ms (95-210 ms here); with http-no-delay the
-// median is under 50 ms (under 2 ms here). sse changes neither: the delay
-// is HAProxy's.
+// stream written an event every 700 ms (no heartbeat between them), with
+// its defaults and with option http-no-delay, through the sse route and
+// the stock one. With its defaults HAProxy holds every event but the last,
+// which ends the response, for a median of at least 100 ms (about 200 ms
+// here); with http-no-delay the median is under 100 ms (under 1 ms here).
+// sse changes neither: the delay is HAProxy's.
 func TestHopHAProxyDelay(t *testing.T) {
 	t.Parallel()
 	const n = 6
@@ -461,7 +461,7 @@ func TestHopHAProxyDelay(t *testing.T) {
 		{name: "NoDelay/WithoutSSE", url: hp.AltURL() + "/raw/events", noDelay: true},
 	}
 	for i, tc := range cases {
-		cases[i].req = sendHop(t, tc.url+"?n="+strconv.Itoa(n)+"&gap=1s&quiet=1s&case="+t.Name()+"/"+tc.name, false)
+		cases[i].req = sendHop(t, tc.url+"?n="+strconv.Itoa(n)+"&gap=700ms&quiet=700ms&case="+t.Name()+"/"+tc.name, false)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -470,10 +470,10 @@ func TestHopHAProxyDelay(t *testing.T) {
 			m := median(delays[:n-1])
 			t.Logf("delays %v; median of events 1-%d %v", rounded(delays), n-1, m.Round(100*time.Microsecond))
 			switch {
-			case tc.noDelay && m >= 50*time.Millisecond:
-				t.Errorf("with option http-no-delay HAProxy held events a median %v, want < 50ms", m)
-			case !tc.noDelay && m < 50*time.Millisecond:
-				t.Errorf("with its defaults HAProxy held events a median %v, want >= 50ms: it no longer holds them back", m)
+			case tc.noDelay && m >= 100*time.Millisecond:
+				t.Errorf("with option http-no-delay HAProxy held events a median %v, want < 100ms", m)
+			case !tc.noDelay && m < 100*time.Millisecond:
+				t.Errorf("with its defaults HAProxy held events a median %v, want >= 100ms: it no longer holds them back", m)
 			}
 		})
 	}
