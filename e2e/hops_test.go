@@ -812,8 +812,9 @@ func TestHopVarnishShares(t *testing.T) {
 }
 
 // squidConf is Squid as a reverse proxy (accel) in front of Caddy, with
-// read_timeout 3 seconds, no disk cache, nothing in shared memory, and
-// every file in Dir.
+// read_timeout 3 seconds, no disk cache, nothing in shared memory, every
+// file in Dir, and its DNS client's UDP socket on the loopback too
+// (udp_incoming_address).
 const squidConf = `http_port 127.0.0.1:{{.Port}} accel
 http_port 127.0.0.1:{{.Alt}} accel
 cache_peer {{.BackendHost}} parent {{.BackendPort}} 0 no-query originserver name=caddy
@@ -829,6 +830,7 @@ netdb_filename none
 memory_cache_shared off
 collapsed_forwarding_shared_entries_limit 0
 shutdown_lifetime 1 seconds
+udp_incoming_address 127.0.0.1
 `
 
 // startSquid runs Debian's squid in the foreground (-N) in front of Caddy.
