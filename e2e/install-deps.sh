@@ -2,15 +2,18 @@
 # Installs the third-party programs the end-to-end tests in e2e/ drive, from
 # Debian's packages: chromium (headless EventSource client), nginx (a proxy
 # in front of Caddy), curl (HTTP/2 client), Node with npm (the npm SSE
-# client libraries), redis-server (fleet-wide limits) and prometheus (the
-# dashboard's queries).
+# client libraries), redis-server (fleet-wide limits), prometheus (the
+# dashboard's queries), and haproxy, apache2, varnish, squid and lighttpd
+# (the other hops operators put in front of Caddy).
 #
 # Idempotent: installs only what is missing, and does nothing when all are
 # present. Runs as root (CI), or through sudo when there is one.
 #
-# The tests start their own nginx, redis-server and prometheus on free
-# loopback ports; the Debian packages' services are kept from starting during
-# the install (nginx would listen on port 80 on every interface).
+# The tests start their own nginx, redis-server, prometheus, haproxy,
+# apache2, varnishd, squid and lighttpd on free loopback ports; the Debian
+# packages' services are kept from starting during the install (nginx,
+# apache2 and lighttpd would listen on port 80 on every interface, squid on
+# 3128, varnish on 6081).
 set -eu
 
 missing=""
@@ -25,9 +28,15 @@ command -v npm >/dev/null 2>&1 || missing="$missing npm"
 # a Redis for the fleet-wide limit tests (each test starts its own)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus" # dashboard_test.go runs the dashboard's queries
+# the hops of hops_test.go, each in front of Caddy
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
+command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || missing="$missing apache2"
+command -v varnishd >/dev/null 2>&1 || [ -x /usr/sbin/varnishd ] || missing="$missing varnish"
+command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || missing="$missing squid"
+command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || missing="$missing lighttpd"
 
 if [ -z "$missing" ]; then
-	echo "e2e deps present: chromium nginx curl node npm redis-server prometheus"
+	echo "e2e deps present: chromium nginx curl node npm redis-server prometheus haproxy apache2 varnishd squid lighttpd"
 	exit 0
 fi
 
