@@ -204,7 +204,7 @@ http://127.0.0.1:{{.HTTP}} {
 func checkStreamSurvives(t *testing.T, r *sseReader, writes *writeLog, quietFor time.Duration) {
 	t.Helper()
 	if !r.next(5, quietFor+20*time.Second) {
-		t.Fatalf("got %d events through nginx, want 5; end %v; body %q", len(r.events), r.end, r.raw.String())
+		t.Fatalf("got %d events through the hop, want 5; end %v; body %q", len(r.events), r.end, r.raw.String())
 	}
 	if end := r.waitEnd(10 * time.Second); !isCleanEnd(end) {
 		t.Errorf("stream ended with %v, want a clean end after the last event", end)
@@ -216,14 +216,14 @@ func checkStreamSurvives(t *testing.T, r *sseReader, writes *writeLog, quietFor 
 		if i+1 < len(r.events) {
 			next, _ := writes.get(strconv.Itoa(i + 2))
 			if !ev.at.Before(next) {
-				t.Errorf("event %s arrived %v after the upstream wrote the next: nginx buffered it", ev.ID, ev.at.Sub(next))
+				t.Errorf("event %s arrived %v after the upstream wrote the next: the hop buffered it", ev.ID, ev.at.Sub(next))
 			}
 		}
 	}
 	w3, _ := writes.get("3")
 	w4, _ := writes.get("4")
 	if n := r.commentsBetween(w3, w4); n < 5 {
-		t.Errorf("got %d heartbeats through nginx in the %v quiet stretch, want >= 5", n, quietFor)
+		t.Errorf("got %d heartbeats through the hop in the %v quiet stretch, want >= 5", n, quietFor)
 	}
 }
 
@@ -240,13 +240,13 @@ func checkStreamFails(t *testing.T, r *sseReader, writes *writeLog, quietFor tim
 	w2, _ := writes.get("2")
 	w3, _ := writes.get("3")
 	if _, ok := writes.get("4"); ok || len(r.events) > 3 {
-		t.Errorf("stream survived the %v quiet stretch (%d events): nginx's read timeout did not cut it", quietFor, len(r.events))
+		t.Errorf("stream survived the %v quiet stretch (%d events): the hop's read timeout did not cut it", quietFor, len(r.events))
 	}
 	if cut := end.at.Sub(w3); cut < 2*time.Second || cut > quietFor-time.Second {
 		t.Errorf("stream ended %v after the last write, want about 3s (proxy_read_timeout)", cut)
 	}
 	if buffered && len(r.events) > 0 && r.events[0].at.Before(w2) {
-		t.Errorf("event 1 arrived before event 2 was written: nginx did not buffer, the control shows nothing")
+		t.Errorf("event 1 arrived before event 2 was written: the hop did not buffer, the control shows nothing")
 	}
 	var delays []string
 	for _, ev := range r.events {
