@@ -289,7 +289,10 @@ func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error)
 
 // unmarshalCaddyfile parses a redis subdirective:
 //
-//	redis <host:port>|<redis[s]://...> {
+//	redis [simple|cluster|failover] <host:port>|<redis[s]://...>... {
+//	    master_name       <name>      (failover)
+//	    sentinel_username <name>      (failover)
+//	    sentinel_password <secret>    (failover)
 //	    username   <name>
 //	    password   <secret>
 //	    db         <n>
@@ -300,12 +303,20 @@ func parseDuration(d *caddyfile.Dispenser, sub, v string) (time.Duration, error)
 //	    on_error   local|refuse
 //	}
 func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.Errf("redis: missing address (host:port or redis://…)")
+	args := d.RemainingArgs()
+	if len(args) > 0 {
+		switch args[0] {
+		case clientSimple, clientCluster, clientFailover:
+			r.ClientType, args = args[0], args[1:]
+		}
 	}
-	r.Address = d.Val()
-	if d.NextArg() {
-		return d.Errf("redis: one address expected, got an extra argument")
+	switch {
+	case len(args) == 0:
+		return d.Errf("redis: missing address (host:port or redis://…)")
+	case len(args) == 1 && r.ClientType == "":
+		r.Address = args[0] // today's one server
+	default:
+		r.Addresses = args
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -332,26 +343,32 @@ func (r *RedisStore) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Each checks the syntax and hands the value to the checker that check
 // uses too.
 var redisOptions = map[string]subdirectiveParser[RedisStore]{
-	"username":   stringArg(func(r *RedisStore, v string) { r.Username = v }, nil),
-	"password":   (*RedisStore).parsePassword,
-	"db":         (*RedisStore).parseDB,
-	"tls":        (*RedisStore).parseTLS,
-	"key_prefix": stringArg(func(r *RedisStore, v string) { r.KeyPrefix = v }, checkRedisName),
-	"lease":      durationArg(func(r *RedisStore, d caddy.Duration) { r.Lease = d }, checkRedisLease),
-	"timeout":    durationArg(func(r *RedisStore, d caddy.Duration) { r.Timeout = d }, checkRedisTimeout),
-	"on_error":   stringArg(func(r *RedisStore, v string) { r.OnError = v }, checkOnError),
+	"username":          stringArg(func(r *RedisStore, v string) { r.Username = v }, nil),
+	"password":          secretArg(func(r *RedisStore, v string) { r.Password = v }),
+	"db":                (*RedisStore).parseDB,
+	"tls":               (*RedisStore).parseTLS,
+	"key_prefix":        stringArg(func(r *RedisStore, v string) { r.KeyPrefix = v }, checkRedisName),
+	"lease":             durationArg(func(r *RedisStore, d caddy.Duration) { r.Lease = d }, checkRedisLease),
+	"timeout":           durationArg(func(r *RedisStore, d caddy.Duration) { r.Timeout = d }, checkRedisTimeout),
+	"on_error":          stringArg(func(r *RedisStore, v string) { r.OnError = v }, checkOnError),
+	"master_name":       stringArg(func(r *RedisStore, v string) { r.MasterName = v }, nil),
+	"sentinel_username": stringArg(func(r *RedisStore, v string) { r.SentinelUsername = v }, nil),
+	"sentinel_password": secretArg(func(r *RedisStore, v string) { r.SentinelPassword = v }),
 }
 
-// parsePassword parses password <secret>, and never quotes it.
-func (r *RedisStore) parsePassword(d *caddyfile.Dispenser, name string) error {
-	if !d.NextArg() {
-		return d.Errf("%s: missing value", name)
+// secretArg parses <name> <secret> into the field set sets, and never
+// quotes the secret.
+func secretArg(set func(r *RedisStore, v string)) subdirectiveParser[RedisStore] {
+	return func(r *RedisStore, d *caddyfile.Dispenser, name string) error {
+		if !d.NextArg() {
+			return d.Errf("%s: missing value", name)
+		}
+		set(r, d.Val())
+		if d.NextArg() {
+			return d.Errf("%s: one value expected, got an extra argument", name)
+		}
+		return nil
 	}
-	r.Password = d.Val()
-	if d.NextArg() {
-		return d.Errf("%s: one value expected, got an extra argument", name)
-	}
-	return nil
 }
 
 // parseDB parses db <n>.

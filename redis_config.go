@@ -50,10 +50,34 @@ import (
 //
 // EXPERIMENTAL: subject to change.
 type RedisStore struct {
-	// The Redis server: host:port, or a URL redis://[user:password@]host:port[/db]
-	// (rediss:// for TLS). The fields below override the URL's parts.
-	// Placeholders such as {env.REDIS_URL} are expanded. Required.
+	// How the Redis is run: "simple", one server (or a managed service's
+	// primary endpoint); "cluster", a Redis Cluster, Addresses being seed
+	// nodes (the client discovers the others); "failover", a primary
+	// managed by Redis Sentinel, Addresses being the sentinels and
+	// MasterName the primary's name there. Default: "simple".
+	ClientType string `json:"client_type,omitempty"`
+
+	// The Redis server, for simple: host:port, or a URL
+	// redis://[user:password@]host:port[/db] (rediss:// for TLS). The
+	// fields below override the URL's parts. Placeholders such as
+	// {env.REDIS_URL} are expanded. Either Address or Addresses is
+	// required.
 	Address string `json:"address,omitempty"`
+
+	// The servers, as host:port: one for simple (the same as Address),
+	// seed nodes for cluster, sentinels for failover. Placeholders are
+	// expanded.
+	Addresses []string `json:"addresses,omitempty"`
+
+	// The name Sentinel knows the primary by (its "sentinel monitor"
+	// name). Required with failover, and only there.
+	MasterName string `json:"master_name,omitempty"`
+
+	// The ACL user and password of the sentinels, when they ask for one
+	// (failover only). Placeholders are expanded; the password is never
+	// logged.
+	SentinelUsername string `json:"sentinel_username,omitempty"`
+	SentinelPassword string `json:"sentinel_password,omitempty"`
 
 	// The ACL user name. Placeholders are expanded. Default: none (the
 	// default user).
@@ -105,8 +129,13 @@ type RedisTLS struct {
 // secret.
 func (r *RedisStore) check() error {
 	return firstFailure([]fieldCheck{
-		{"redis.address", checkRedisAddress(r.Address)},
+		{"redis.client_type", ifSet(r.ClientType, checkClientType)},
+		{r.addressField(), r.checkAddresses()},
+		{"redis.master_name", r.checkMasterName()},
+		{"redis.sentinel_username", r.onlyWithFailover(r.SentinelUsername)},
+		{"redis.sentinel_password", r.onlyWithFailover(r.SentinelPassword)},
 		{"redis.db", checkRedisDB(r.DB)},
+		{"redis.db", r.checkClusterDB()},
 		{"redis.key_prefix", checkRedisName(r.KeyPrefix)},
 		{"redis.lease", ifSet(time.Duration(r.Lease), inJSON(checkRedisLease))},
 		{"redis.lease", checkDuration(r.Lease)},
@@ -131,6 +160,92 @@ func checkRedisAddress(addr string) error {
 		if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
 			return fmt.Errorf("the URL scheme must be redis, rediss or unix, got %q", u.Scheme)
 		}
+	}
+	return nil
+}
+
+// checkClientType accepts how Redis is run: simple, cluster or failover.
+func checkClientType(s string) error {
+	switch s {
+	case clientSimple, clientCluster, clientFailover:
+		return nil
+	}
+	return fmt.Errorf("must be %q, %q or %q, got %q", clientSimple, clientCluster, clientFailover, s)
+}
+
+// clientType is how Redis is run, ClientType or its default.
+func (r *RedisStore) clientType() string {
+	if r.ClientType == "" {
+		return clientSimple
+	}
+	return r.ClientType
+}
+
+// addresses are Address and Addresses, in that order.
+func (r *RedisStore) addresses() []string {
+	if r.Address == "" {
+		return r.Addresses
+	}
+	return append([]string{r.Address}, r.Addresses...)
+}
+
+// addressField names the field an address error is about.
+func (r *RedisStore) addressField() string {
+	if r.Address == "" && len(r.Addresses) > 0 {
+		return "redis.addresses"
+	}
+	return "redis.address"
+}
+
+// checkAddresses accepts the servers for the client type: one, a host:port
+// or a URL, for simple; at least one host:port for cluster (seed nodes)
+// and failover (sentinels). It never quotes an address.
+func (r *RedisStore) checkAddresses() error {
+	addrs := r.addresses()
+	switch {
+	case len(addrs) == 0:
+		return errors.New("required")
+	case r.clientType() == clientSimple && len(addrs) > 1:
+		return fmt.Errorf("%d addresses for one server: use client_type cluster (seed nodes) or failover (sentinels)", len(addrs))
+	}
+	for i, a := range addrs {
+		err := checkRedisAddress(a)
+		if err == nil && r.clientType() != clientSimple && strings.Contains(a, "://") {
+			err = fmt.Errorf("want host:port with client_type %s (a URL names one server)", r.clientType())
+		}
+		if err != nil && len(addrs) > 1 {
+			err = fmt.Errorf("address %d: %w", i+1, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkMasterName requires the primary's name with failover, and only
+// there.
+func (r *RedisStore) checkMasterName() error {
+	if r.clientType() == clientFailover && r.MasterName == "" {
+		return errors.New("required with client_type failover: the name the sentinels monitor the primary by")
+	}
+	return r.onlyWithFailover(r.MasterName)
+}
+
+// onlyWithFailover rejects a sentinel setting v outside failover. It
+// never quotes v, which may be a secret.
+func (r *RedisStore) onlyWithFailover(v string) error {
+	if v != "" && r.clientType() != clientFailover {
+		return errors.New("only with client_type failover")
+	}
+	return nil
+}
+
+// checkClusterDB rejects a database number with cluster: a Redis Cluster
+// has database 0 only.
+func (r *RedisStore) checkClusterDB() error {
+	if r.DB != 0 && r.clientType() == clientCluster {
+		return errors.New("a Redis Cluster has database 0 only")
 	}
 	return nil
 }
@@ -226,9 +341,19 @@ func (r *RedisStore) prefix() string {
 // clientOption resolves placeholders and builds the client's options.
 func (r *RedisStore) clientOption() (rueidis.ClientOption, error) {
 	repl := caddy.NewReplacer()
-	addr := repl.ReplaceAll(r.Address, "")
+	var addrs []string
+	for _, a := range r.addresses() {
+		addrs = append(addrs, repl.ReplaceAll(a, ""))
+	}
 	var opt rueidis.ClientOption
-	if strings.Contains(addr, "://") {
+	if r.clientType() != clientSimple {
+		for i, a := range addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return opt, fmt.Errorf("%s: address %d: want host:port", r.addressField(), i+1)
+			}
+		}
+		opt.InitAddress = addrs
+	} else if addr := addrs[0]; strings.Contains(addr, "://") {
 		if _, err := url.Parse(addr); err != nil {
 			return opt, errors.New("redis.address: not a valid URL")
 		}
@@ -257,7 +382,9 @@ func (r *RedisStore) clientOption() (rueidis.ClientOption, error) {
 		if opt.TLSConfig != nil {
 			cfg.ServerName = opt.TLSConfig.ServerName
 		}
-		if cfg.ServerName == "" {
+		if cfg.ServerName == "" && r.clientType() == clientSimple {
+			// a cluster's nodes and the sentinels are each verified by
+			// the host they are dialled at (crypto/tls's default)
 			if host, _, err := net.SplitHostPort(opt.InitAddress[0]); err == nil {
 				cfg.ServerName = host
 			}
@@ -281,6 +408,19 @@ func (r *RedisStore) clientOption() (rueidis.ClientOption, error) {
 	opt.DisableCache = true // no client-side caching: every count is read in a script
 	opt.DisableRetry = true // a timed-out script is not retried: the breaker decides
 	opt.ClientName = "caddy-sse"
+	if r.clientType() == clientFailover {
+		opt.Sentinel = rueidis.SentinelOption{
+			MasterSet: repl.ReplaceAll(r.MasterName, ""),
+			Username:  repl.ReplaceAll(r.SentinelUsername, ""),
+			Password:  repl.ReplaceAll(r.SentinelPassword, ""),
+			Dialer:    opt.Dialer,
+			TLSConfig: opt.TLSConfig,
+			// besides +switch-master events: a missed one would bind
+			// the client to the old primary for good (rueidis's docs)
+			TopologyRefreshInterval: sentinelRefresh,
+			ClientName:              "caddy-sse",
+		}
+	}
 	return opt, nil
 }
 
@@ -292,7 +432,8 @@ func (r *RedisStore) fingerprint() string {
 		tls = fmt.Sprintf("%t|%s", r.TLS.InsecureSkipVerify, r.TLS.CA)
 	}
 	sum := sha256.Sum256([]byte(strings.Join([]string{
-		r.Address, r.Username, r.Password, strconv.Itoa(r.DB), tls,
+		r.clientType(), strings.Join(r.addresses(), ","), r.MasterName, r.SentinelUsername, r.SentinelPassword,
+		r.Username, r.Password, strconv.Itoa(r.DB), tls,
 		r.prefix(), r.lease().String(), r.timeout().String(), r.onError(),
 	}, "\x00")))
 	return hex.EncodeToString(sum[:8])
@@ -324,4 +465,9 @@ const (
 	onErrorLocal        = "local"
 	onErrorRefuse       = "refuse"
 	minDialTimeout      = time.Second // connecting (TCP, TLS, HELLO) may take longer than one call
+	sentinelRefresh     = 5 * time.Second
+
+	clientSimple   = "simple"
+	clientCluster  = "cluster"
+	clientFailover = "failover"
 )

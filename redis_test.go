@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -220,11 +221,36 @@ func TestRedisCaddyfile(t *testing.T) {
 	}
 	got := *h.Redis
 	got.TLS, want.TLS = nil, nil
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("redis = %+v, want %+v", got, want)
 	}
 	if h.Retry == nil {
 		t.Fatal("the option after the redis block was not parsed")
+	}
+
+	// the shapes: several addresses are a cluster's seed nodes, or the
+	// sentinels of a failover primary; one address with no word is one
+	// server, as before
+	for _, c := range []struct {
+		in   string
+		want RedisStore
+	}{
+		{"redis 10.0.0.1:6379", RedisStore{Address: "10.0.0.1:6379"}},
+		{"redis simple 10.0.0.1:6379", RedisStore{ClientType: "simple", Addresses: []string{"10.0.0.1:6379"}}},
+		{"redis cluster 10.0.0.1:7000 10.0.0.2:7000 10.0.0.3:7000",
+			RedisStore{ClientType: "cluster", Addresses: []string{"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"}}},
+		{"redis failover 10.0.0.1:26379 10.0.0.2:26379 {\nmaster_name mymaster\nsentinel_username sen\nsentinel_password {env.SENTINEL_PASSWORD}\npassword p\n}",
+			RedisStore{ClientType: "failover", Addresses: []string{"10.0.0.1:26379", "10.0.0.2:26379"}, MasterName: "mymaster",
+				SentinelUsername: "sen", SentinelPassword: "{env.SENTINEL_PASSWORD}", Password: "p"}},
+	} {
+		h := new(Handler)
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse {\n" + c.in + "\n}")); err != nil {
+			t.Errorf("%s: %v", c.in, err)
+			continue
+		}
+		if !reflect.DeepEqual(*h.Redis, c.want) {
+			t.Errorf("%s: redis = %+v, want %+v", c.in, *h.Redis, c.want)
+		}
 	}
 
 	for _, c := range []struct{ in, want string }{
@@ -236,6 +262,13 @@ func TestRedisCaddyfile(t *testing.T) {
 		{"redis 127.0.0.1:6379 {\nkey_prefix a:b\n}", "redis: key_prefix: must not contain"},
 		{"redis redis://u:hunter2@[::1 {\n}", "redis.address: not a valid URL"},
 		{`redis http://u:hunter2@x:1`, `scheme must be redis, rediss or unix, got "http"`},
+		{`redis 10.0.0.1:6379 10.0.0.2:6379`, "redis.addresses: 2 addresses for one server: use client_type cluster (seed nodes) or failover (sentinels)"},
+		{"redis failover 10.0.0.1:26379 {\nsentinel_password hunter2\n}", "redis.master_name: required with client_type failover"},
+		{`redis cluster redis://u:hunter2@10.0.0.1:6379`, "redis.addresses: want host:port with client_type cluster"},
+		{"redis 10.0.0.1:6379 {\nmaster_name m\n}", "redis.master_name: only with client_type failover"},
+		{"redis 10.0.0.1:6379 {\nsentinel_password hunter2\n}", "redis.sentinel_password: only with client_type failover"},
+		{"redis cluster 10.0.0.1:6379 {\ndb 2\n}", "redis.db: a Redis Cluster has database 0 only"},
+		{"redis failover 10.0.0.1:26379 {\nmaster_name m\nsentinel_password\n}", "redis: sentinel_password: missing value"},
 	} {
 		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse {\n" + c.in + "\n}"))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

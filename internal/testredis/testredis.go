@@ -37,15 +37,30 @@ type Server struct {
 	Port     int
 	Password string
 
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	dir      string
+	args     []string // besides the port, password and files
+	sentinel []string // a sentinel's arguments (its config file): it has no password
+	cmd      *exec.Cmd
+	exited   chan struct{}
 }
 
 // Start starts a redis-server for t and stops it when t ends. Without
 // redis-server and redis-cli (Debian's redis-server package, which
 // e2e/install-deps.sh installs), t is skipped, or fails when CI is "true".
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t)
+}
+
+// StartWith is Start with more redis-server arguments, such as
+// "--cluster-enabled", "yes".
+func StartWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return start(t, "", args...)
+}
+
+// start starts a redis-server with password (one of its own when "").
+func start(t testing.TB, password string, args ...string) *Server {
 	t.Helper()
 	for _, tool := range []string{"redis-server", "redis-cli"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -55,28 +70,40 @@ func Start(t testing.TB) *Server {
 			t.Skipf("%s is not installed (e2e/install-deps.sh installs it)", tool)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	port := freePort(t)
+	if password == "" {
+		password = "pw-" + strconv.Itoa(port)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	s := &Server{
 		Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port,
-		Password: "pw-" + strconv.Itoa(port), dir: t.TempDir(),
+		Password: password, dir: t.TempDir(), args: args,
 	}
 	s.Restart(t)
 	t.Cleanup(func() { s.Stop(t) })
 	return s
 }
 
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // Restart runs redis-server again after Stop, empty, on the same port,
 // and waits until it answers.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+	s.cmd = exec.Command("redis-server", append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
 		"--requirepass", s.Password, "--save", "", "--appendonly", "no", "--dir", s.dir,
-		"--logfile", filepath.Join(s.dir, "redis.log"))
+		"--logfile", filepath.Join(s.dir, "redis.log")}, s.args...)...)
+	if s.sentinel != nil {
+		s.cmd = exec.Command("redis-server", s.sentinel...)
+	}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,14 +131,22 @@ func (s *Server) Restart(t testing.TB) {
 // exit. Stopping a stopped server does nothing.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	select {
-	case <-s.exited:
+	if s.stopped() {
 		return
-	default:
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a paused process takes SIGKILL too, but say so
 	_ = s.cmd.Process.Kill()
 	<-s.exited
+}
+
+// stopped reports whether the process has exited.
+func (s *Server) stopped() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // Pause stops redis-server with SIGSTOP: it accepts connections (the
@@ -135,9 +170,11 @@ func (s *Server) Resume(t testing.TB) {
 // element (an integer as its digits, an empty array as one empty line).
 func (s *Server) Do(t testing.TB, args ...string) []string {
 	t.Helper()
-	cmd := exec.Command("redis-cli", append([]string{
-		"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "--no-auth-warning", "-a", s.Password,
-	}, args...)...)
+	base := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)}
+	if s.Password != "" {
+		base = append(base, "--no-auth-warning", "-a", s.Password)
+	}
+	cmd := exec.Command("redis-cli", append(base, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("redis-cli %v: %v: %s", args, err, out)
