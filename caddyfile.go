@@ -49,7 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    heartbeat_frame auto|blank|block|line
 //	    limit           <max> [per <key>]
 //	    zone            <name>
-//	    redis           <address> { ... }   (see RedisStore.unmarshalCaddyfile)
+//	    redis           [cluster|failover] <address>... { ... }   (see RedisStore.unmarshalCaddyfile)
 //	    retry           <duration>
 //	    refuse_status   <code>
 //	    upstream_errors retry|pass
