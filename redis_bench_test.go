@@ -109,3 +109,48 @@ func benchRedisHandler(b *testing.B, rs *testredis.Server, store string) *Handle
 }
 
 const caddy1s = 1e9 // 1s, as a caddy.Duration
+
+// BenchmarkRedisAdmissionShapes is BenchmarkRedisAdmission against the
+// shapes production Redis comes in, side by side in one run: one server,
+// a 3-primary Redis Cluster (given one seed node), and a primary found
+// through three sentinels.
+func BenchmarkRedisAdmissionShapes(b *testing.B) {
+	single := testredis.Start(b)
+	cluster := testredis.StartCluster(b)
+	sentinels := testredis.StartSentinels(b, "benchmaster")
+	for _, shape := range []struct {
+		name  string
+		store *RedisStore
+	}{
+		{"single", &RedisStore{Address: single.Addr, Password: single.Password}},
+		{"cluster", &RedisStore{ClientType: clientCluster, Addresses: []string{cluster.Nodes[0].Addr}, Password: testredis.Password}},
+		{"sentinel", &RedisStore{ClientType: clientFailover, Addresses: sentinels.Addrs(), MasterName: sentinels.Name, Password: testredis.Password}},
+	} {
+		b.Run(shape.name, func(b *testing.B) {
+			shape.store.Timeout = caddy1s
+			h := &Handler{Zone: b.Name(), Limits: []Limit{{Max: 1 << 30, Per: "{http.request.header.X-Key}"}}, Redis: shape.store}
+			h, _ = limHandler(b, h)
+			useLogger(h, zap.NewNop())
+			next := func(w http.ResponseWriter, r *http.Request) error { return limStreamNext(w, r) }
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				req := httptest.NewRequest(http.MethodGet, "http://example.com/events", nil)
+				req.Header.Set("Accept", "text/event-stream")
+				req.Header.Set("X-Key", strconv.Itoa(i%100))
+				start := time.Now()
+				if _, err := limServe(h, req, next); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			if h.lim.redis.Mode() != "redis" {
+				b.Fatalf("the zone fell back to %s", h.lim.redis.Mode())
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
