@@ -197,6 +197,7 @@ func (sw *streamWriter) openEarly() {
 	streams := &sw.h.streams
 	sw.st.Open(&sw.out, &streams.set, e.opt)
 	liveStreams.Add(&sw.st, streams.group)
+	sw.endIfRevoked()
 	sw.h.obs.openedEarly.Inc()
 }
 

@@ -137,6 +137,7 @@ func (sw *streamWriter) WriteHeader(status int) {
 	sw.out.init(sw.ResponseWriter)
 	sw.st.Open(&sw.out, &streams.set, opt)
 	liveStreams.Add(&sw.st, streams.group)
+	sw.endIfRevoked()
 }
 
 // Header returns the header the handlers inside sse write to: the
@@ -154,6 +155,14 @@ func (sw *streamWriter) Header() http.Header {
 func (sw *streamWriter) admit() {
 	sw.admitted = true
 	sw.hold, sw.refusal = sw.h.lim.admit(sw.req) // limits.go
+}
+
+// endIfRevoked has the open stream end, at its next event boundary and
+// with a retry hint, if the zone's count is rebuilt in Redis with no room
+// for it (internal/limit): after a failover or a restart, no key is left
+// with more than its max open across the fleet.
+func (sw *streamWriter) endIfRevoked() {
+	sw.hold.WhenRevoked(func() { sw.st.ScheduleEnd(stream.EndRecount, stream.Now()) })
 }
 
 // describe returns what /sse/streams shows of sw's stream but its

@@ -168,7 +168,7 @@ func checkDeltas(t testing.TB, before, after sseMetrics, want ...delta) {
 func endedDeltas(t testing.TB, before, after sseMetrics) map[string]float64 {
 	t.Helper()
 	m := make(map[string]float64)
-	for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error"} {
+	for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error", "recount"} {
 		if v := after.value(t, mEnded, "reason", r) - before.value(t, mEnded, "reason", r); v != 0 {
 			m[r] = v
 		}
@@ -411,7 +411,7 @@ http://:{{.HTTP}} {
 			res := readStream(t, client, base+tc.path, 15*time.Second)
 			after := waitStreamsEnded(t, c, before, 1)
 			want := []delta{d(mTotal, 1), d(mDuration, 1), d(mOpen, 0)}
-			for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error"} {
+			for _, r := range []string{"client", "upstream", "max_duration", "idle_timeout", "shutdown", "drain", "error", "recount"} {
 				n := 0.0
 				if r == tc.reason {
 					n = 1
@@ -517,7 +517,7 @@ http://:{{.HTTP}} {
 			for _, r := range []string{"limit", "redis", "upstream"} {
 				want = append(want, mRefused+"{reason="+r+",server=srv0,zone="+zone+"}")
 			}
-			for _, r := range []string{"client", "drain", "error", "idle_timeout", "max_duration", "shutdown", "upstream"} {
+			for _, r := range []string{"client", "drain", "error", "idle_timeout", "max_duration", "recount", "shutdown", "upstream"} {
 				want = append(want, mEnded+"{reason="+r+",server=srv0,zone="+zone+"}")
 			}
 		}

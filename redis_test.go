@@ -31,6 +31,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 )
 
 // A stream admitted through Redis holds a member in its key's set, kept
@@ -136,6 +137,68 @@ func TestRedisRestartedEmptyResync(t *testing.T) {
 	}
 	if c := openRedisStream(t, h, "k"); c.admitted {
 		t.Fatal("a third stream was admitted with limit 2")
+	}
+}
+
+// Redis stops answering while another instance holds one of the key's
+// two slots: a second stream here is admitted locally (on_error local),
+// over the fleet's max. When Redis answers again the count is rebuilt
+// with no room for it: it ends at an event boundary with a retry hint,
+// its slot goes back, and the stream Redis counted goes on.
+func TestRedisRebuildEndsStreamOverMax(t *testing.T) {
+	rs := testredis.Start(t)
+	h := redisHandler(t, rs, "rebuild", onErrorLocal)
+	a := openRedisStream(t, h, "k")
+	// another instance of the fleet: its own marker and local counters
+	opt, err := h.Redis.clientOption()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := limit.NewRedis(limit.RedisConfig{
+		Zone: h.lim.zoneName, Prefix: h.Redis.KeyPrefix, Lease: 2 * time.Second, Timeout: 200 * time.Millisecond,
+		Client: opt, Logger: zap.NewNop(),
+	})
+	t.Cleanup(func() { _ = other.Destruct() })
+	fb := limit.Fallback{Redis: other, Local: limit.Local{Counters: limit.NewCounters(), Limits: h.lim.limits}}
+	oh, ref := fb.Acquire([]string{limit.Key(h.lim.limits[0].ID, "k")})
+	if ref != nil {
+		t.Fatalf("the other instance was refused the key's second slot: %+v", ref)
+	}
+	defer oh.Release()
+	set := redisSetKey(h, "k")
+	if n := rs.ZCard(t, set); n != 2 {
+		t.Fatalf("ZCARD = %d, want 2", n)
+	}
+	rs.Pause(t)
+	b := openRedisStream(t, h, "k") // times out, trips, admitted locally
+	if !b.admitted || h.lim.redis.Mode() != "local" {
+		t.Fatalf("admitted %v in mode %q, want a local admission", b.admitted, h.lim.redis.Mode())
+	}
+	rs.Resume(t)
+	select {
+	case <-b.finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream admitted over the fleet's max still runs 10s after Redis answered again")
+	}
+	body := b.body()
+	if !retryAtEnd.MatchString(body) || !strings.HasPrefix(body, "data: x\n\n") {
+		t.Fatalf("the stream over max ended with %q, want its event, then a retry field", body)
+	}
+	if a.done() {
+		t.Fatal("the stream Redis counted ended in the rebuild")
+	}
+	if n := h.lim.redis.Revoked(); n != 1 {
+		t.Fatalf("%d slots revoked, want 1", n)
+	}
+	limWaitFor(t, "the zone to count in Redis again", func() bool { return h.lim.redis.Mode() == "redis" })
+	if n := rs.ZCard(t, set); n != 2 {
+		t.Fatalf("after the rebuild ZCARD = %d, want the 2 streams counted before", n)
+	}
+	if got := h.lim.counters.Snapshot()[limit.Key(h.lim.limits[0].ID, "k")]; got != 1 {
+		t.Fatalf("local count %d after the revoked stream ended, want 1", got)
+	}
+	if c := openRedisStream(t, h, "k"); c.admitted {
+		t.Fatal("a stream was admitted over the rebuilt count")
 	}
 }
 

@@ -54,7 +54,7 @@ func (f Fallback) Acquire(keys []string) (*Hold, *Refusal) {
 	if ref != nil {
 		return nil, ref
 	}
-	h.lease, h.redis = f.Redis.adopt(keys, lost), f.Redis
+	h.lease, h.redis = f.Redis.adopt(f.Local.Limits, keys, lost), f.Redis
 	return h, nil
 }
 

@@ -70,7 +70,6 @@ type Redis struct {
 
 	client atomic.Pointer[rueidis.Client]
 	state  atomic.Int32 // storeUp, storeDown or storeSync
-	seq    atomic.Uint64
 	wake   chan struct{} // asks the loop for a round now
 	stop   context.CancelFunc
 	done   chan struct{} // closed when the loop has returned
@@ -85,6 +84,8 @@ type Redis struct {
 
 	// transitions counts the changes of state, by the state entered
 	transitions [len(storeStateNames)]atomic.Uint64
+	revoked     atomic.Uint64 // slots revoked by rebuilds
+	rounds      atomic.Uint64 // renewal rounds done
 }
 
 // RedisConfig is how a Redis store connects and counts.
@@ -101,8 +102,44 @@ type RedisConfig struct {
 // lease is one stream's member in the sets of its limits.
 type lease struct {
 	member   string
-	keys     []string
+	keys     []string // the sets
+	maxes    []int    // the max of each set
 	released atomic.Bool
+	// adopted: admitted by the local counters while Redis did not count;
+	// guarded by the store's mu. A rebuild registers such leases after
+	// the ones Redis counted.
+	adopted bool
+
+	mu       sync.Mutex
+	revoked  bool   // the fleet's count had no room for it when rebuilt
+	onRevoke func() // what ends the stream, once it is open
+}
+
+// revoke tells the stream its slot is gone: the count was rebuilt in Redis
+// and had no room for it. The stream's callback runs now, or when it is
+// set.
+func (l *lease) revoke() {
+	l.mu.Lock()
+	l.revoked = true
+	f := l.onRevoke
+	l.onRevoke = nil
+	l.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// whenRevoked sets what ends l's stream when its slot is revoked, and runs
+// it now if it was revoked already.
+func (l *lease) whenRevoked(f func()) {
+	l.mu.Lock()
+	if !l.revoked {
+		l.onRevoke = f
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	f()
 }
 
 // Store states.
@@ -123,6 +160,11 @@ var incarnation = func() string {
 }()
 
 var storeSeq atomic.Uint64
+
+// leaseSeq numbers the leases of every store of the process: two stores
+// of one zone (a reload that changed its redis settings) share its sets,
+// so their members must differ.
+var leaseSeq atomic.Uint64
 
 // NewRedis connects to Redis (in the background if it does not answer
 // now) and starts the goroutine that renews the leases. Destruct stops it.
@@ -211,7 +253,9 @@ func (s *Redis) up() bool { return s.state.Load() == storeUp }
 // trips. errLost means Redis lost this instance's leases.
 func (s *Redis) acquire(limits []Limit, keys []string) (*lease, int, error) {
 	l := s.newLease()
-	rkeys, args, limitOf := s.acquireArgs(l, limits, keys)
+	var limitOf []int
+	l.keys, l.maxes, limitOf = s.setsOf(limits, keys)
+	rkeys, args := s.acquireArgs(l)
 	var res int64
 	err := s.call(func(ctx context.Context, c rueidis.Client) error {
 		var err error
@@ -226,7 +270,6 @@ func (s *Redis) acquire(limits []Limit, keys []string) (*lease, int, error) {
 	})
 	switch {
 	case err != nil:
-		l.keys = rkeys[1:]
 		l.released.Store(true)
 		s.trip(err, l)
 		return nil, -1, err
@@ -235,56 +278,58 @@ func (s *Redis) acquire(limits []Limit, keys []string) (*lease, int, error) {
 	case res > 0:
 		return nil, limitOf[res-1], nil
 	}
-	l.keys = rkeys[1:]
 	s.mu.Lock()
 	s.leases[l] = struct{}{}
 	s.mu.Unlock()
 	return l, -1, nil
 }
 
-// acquireArgs builds the acquire script's keys and arguments for lease l,
-// and the limit behind each set (limits with the same key template share a
-// set: the smaller max decides).
-func (s *Redis) acquireArgs(l *lease, limits []Limit, keys []string) (rkeys, args []string, limitOf []int) {
-	rkeys = make([]string, 1, 1+len(keys))
+// setsOf returns the sets that count a stream under keys, the max of each,
+// and the limit behind each set: limits with the same key template share a
+// set, where the smaller max decides. An empty key is not counted.
+func (s *Redis) setsOf(limits []Limit, keys []string) (sets []string, maxes, limitOf []int) {
+	for i, k := range keys {
+		if k == "" {
+			continue
+		}
+		rk := s.prefix + "k:" + hashKey(k)
+		if j := slices.Index(sets, rk); j >= 0 {
+			if limits[i].Max < maxes[j] {
+				maxes[j], limitOf[j] = limits[i].Max, i
+			}
+			continue
+		}
+		sets = append(sets, rk)
+		maxes = append(maxes, limits[i].Max)
+		limitOf = append(limitOf, i)
+	}
+	return sets, maxes, limitOf
+}
+
+// acquireArgs builds the acquire script's keys and arguments for lease l.
+func (s *Redis) acquireArgs(l *lease) (rkeys, args []string) {
+	rkeys = make([]string, 1, 1+len(l.keys))
 	rkeys[0] = s.marker
-	args = make([]string, 3, 3+len(keys))
+	rkeys = append(rkeys, l.keys...)
+	args = make([]string, 3, 3+len(l.keys))
 	args[0], args[1] = l.member, strconv.FormatInt(s.lease.Milliseconds(), 10)
 	args[2] = "0"
 	if s.open() > 0 {
 		args[2] = "1"
 	}
-	limitOf = make([]int, 0, len(keys)) // rkeys index - 1 → limit index
-	for i, k := range keys {
-		if k == "" {
-			continue // an empty key is not counted
-		}
-		rk := s.prefix + "k:" + hashKey(k)
-		if j := slices.Index(rkeys[1:], rk); j >= 0 {
-			if m, _ := strconv.Atoi(args[3+j]); limits[i].Max < m {
-				args[3+j] = strconv.Itoa(limits[i].Max)
-				limitOf[j] = i
-			}
-			continue
-		}
-		rkeys = append(rkeys, rk)
-		args = append(args, strconv.Itoa(limits[i].Max))
-		limitOf = append(limitOf, i)
+	for _, m := range l.maxes {
+		args = append(args, strconv.Itoa(m))
 	}
-	return rkeys, args, limitOf
+	return rkeys, args
 }
 
 // adopt gives a stream admitted by the local counters while Redis did not
 // count (lost says Redis lost this instance's leases) a lease, registered
-// in Redis when it counts again.
-func (s *Redis) adopt(keys []string, lost bool) *lease {
+// in Redis when it counts again, if the fleet's count has room for it.
+func (s *Redis) adopt(limits []Limit, keys []string, lost bool) *lease {
 	l := s.newLease()
-	for _, k := range keys {
-		rk := s.prefix + "k:" + hashKey(k)
-		if k != "" && !slices.Contains(l.keys, rk) {
-			l.keys = append(l.keys, rk)
-		}
-	}
+	l.keys, l.maxes, _ = s.setsOf(limits, keys)
+	l.adopted = true
 	s.mu.Lock()
 	s.leases[l] = struct{}{}
 	s.dirty = true
@@ -302,7 +347,7 @@ func (s *Redis) adopt(keys []string, lost bool) *lease {
 }
 
 func (s *Redis) newLease() *lease {
-	return &lease{member: incarnation + "." + strconv.FormatUint(s.seq.Add(1), 36)}
+	return &lease{member: incarnation + "." + strconv.FormatUint(leaseSeq.Add(1), 36)}
 }
 
 // open returns the number of this store's open leases.
@@ -416,6 +461,10 @@ func (s *Redis) Zone() string { return s.zone }
 // Counting reports whether the zone counts its streams in Redis now.
 func (s *Redis) Counting() bool { return s.up() }
 
+// Revoked returns how many slots of open streams rebuilds of the count
+// found no room for.
+func (s *Redis) Revoked() uint64 { return s.revoked.Load() }
+
 // Modes are the modes Transitions counts, in its order.
 var Modes = storeStateNames
 
@@ -491,45 +540,42 @@ func (s *Redis) loop(ctx context.Context) {
 	}
 }
 
-// renew extends the lease of every open stream of this store, re-adding
-// members Redis lost, in batches of renewBatch streams, and sets the
-// instance marker in the last batch.
+// renew extends the lease of every open stream of this store, in batches
+// of renewBatch streams, and sets the instance marker in the last batch. A
+// member Redis lost (a restart, a failover to a replica that missed it) or
+// never had (admitted locally) is added again only where its sets have
+// room: that is how the fleet's count is rebuilt without any key going
+// over its max. Streams Redis counted come first, then the adopted ones;
+// a stream that finds no room has its slot revoked, which ends it.
 func (s *Redis) renew() error {
 	s.mu.Lock()
 	ls := make([]*lease, 0, len(s.leases))
 	for l := range s.leases {
 		ls = append(ls, l)
 	}
+	adopted := make(map[*lease]bool)
+	for _, l := range ls {
+		if l.adopted {
+			adopted[l] = true
+		}
+	}
 	s.mu.Unlock()
-	leaseMs := strconv.FormatInt(s.lease.Milliseconds(), 10)
+	slices.SortStableFunc(ls, func(a, b *lease) int {
+		switch {
+		case adopted[a] == adopted[b]:
+			return 0
+		case adopted[a]:
+			return 1
+		}
+		return -1
+	})
 	for start := 0; start == 0 || start < len(ls); start += renewBatch {
 		batch := ls[start:min(start+renewBatch, len(ls))]
-		last := start+renewBatch >= len(ls)
-		keys := []string{s.marker}
-		index := make(map[string]string)
-		args := make([]string, 2, 2+4*len(batch))
-		args[0], args[1] = leaseMs, "0"
-		if last {
-			args[1] = "1"
-		}
-		for _, l := range batch {
-			args = append(args, l.member, strconv.Itoa(len(l.keys)))
-			for _, k := range l.keys {
-				i, ok := index[k]
-				if !ok {
-					keys = append(keys, k)
-					i = strconv.Itoa(len(keys))
-					index[k] = i
-				}
-				args = append(args, i)
-			}
-		}
-		err := s.call(func(ctx context.Context, c rueidis.Client) error {
-			return renewScript.Exec(ctx, c, keys, args).Error()
-		})
+		refused, err := s.renewBatch(batch, start+renewBatch >= len(ls))
 		if err != nil {
 			return err
 		}
+		s.settle(batch, refused)
 		// a stream that ended while its batch was in flight may have been
 		// re-added: remove it again
 		var gone []*lease
@@ -544,7 +590,71 @@ func (s *Redis) renew() error {
 			}
 		}
 	}
+	s.rounds.Add(1)
 	return nil
+}
+
+// renewBatch runs the renewal script for one batch of leases (last: set
+// the instance marker too), and returns the indexes, in batch, of the
+// leases it found no room for.
+func (s *Redis) renewBatch(batch []*lease, last bool) ([]int64, error) {
+	keys := []string{s.marker}
+	index := make(map[string]string)
+	args := make([]string, 2, 2+6*len(batch))
+	args[0], args[1] = strconv.FormatInt(s.lease.Milliseconds(), 10), "0"
+	if last {
+		args[1] = "1"
+	}
+	for _, l := range batch {
+		args = append(args, l.member, strconv.Itoa(len(l.keys)))
+		for j, k := range l.keys {
+			i, ok := index[k]
+			if !ok {
+				keys = append(keys, k)
+				i = strconv.Itoa(len(keys))
+				index[k] = i
+			}
+			args = append(args, i, strconv.Itoa(l.maxes[j]))
+		}
+	}
+	var refused []int64
+	err := s.call(func(ctx context.Context, c rueidis.Client) error {
+		var err error
+		refused, err = renewScript.Exec(ctx, c, keys, args).AsIntSlice()
+		return err
+	})
+	return refused, err
+}
+
+// settle records what a renewal did to batch: the adopted leases it
+// registered count in Redis now; the refused ones (1-based indexes) lose
+// their slot.
+func (s *Redis) settle(batch []*lease, refused []int64) {
+	var revoked []*lease
+	s.mu.Lock()
+	for _, i := range refused {
+		if i < 1 || int(i) > len(batch) {
+			continue
+		}
+		l := batch[i-1]
+		if _, open := s.leases[l]; open && !l.released.Load() {
+			delete(s.leases, l) // not renewed again, nothing to remove
+			revoked = append(revoked, l)
+		}
+	}
+	for _, l := range batch {
+		l.adopted = false
+	}
+	s.mu.Unlock()
+	if len(revoked) == 0 {
+		return
+	}
+	s.revoked.Add(uint64(len(revoked)))
+	s.logger.Warn("the zone's count was rebuilt in Redis with no room for some open streams (admitted while Redis did not count, or lost by it); ending them with a retry hint",
+		zap.Int("streams", len(revoked)))
+	for _, l := range revoked {
+		l.revoke()
+	}
 }
 
 // flushPending removes the members of streams that ended while Redis was
@@ -590,8 +700,10 @@ var acquireScriptLua string
 
 // renewScript extends leases: KEYS[1] is the instance marker, KEYS[2..]
 // the sets; ARGV: lease (ms), whether to set the marker, then per stream
-// its member, its number of sets and their indexes in KEYS. ZADD GT moves
-// an expiry forward only, and adds a member Redis lost.
+// its member, its number of sets and, per set, its index in KEYS and its
+// max. ZADD GT moves an expiry forward only. A member missing from a set
+// is added only if every set of its stream has room; otherwise it is
+// removed from all of them. It returns the (1-based) streams refused.
 var renewScript = rueidis.NewLuaScript(renewScriptLua)
 
 //go:embed scripts/renew.lua

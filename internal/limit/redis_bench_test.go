@@ -43,6 +43,7 @@ func BenchmarkRedisRenew10k(b *testing.B) {
 		s.leases[&lease{
 			member: incarnation + ".b" + strconv.Itoa(i),
 			keys:   []string{s.SetKey("bench\x00" + strconv.Itoa(i%1000))},
+			maxes:  []int{streams / 1000},
 		}] = struct{}{}
 	}
 	s.mu.Unlock()

@@ -69,6 +69,18 @@ func (h *Hold) Release() {
 	}
 }
 
+// WhenRevoked sets what ends the hold's stream if its slot is revoked:
+// when the fleet's count is rebuilt in Redis (after a failover or a
+// restart) with no room for a stream that was open, admitted while Redis
+// did not count or lost by it. f runs at most once, on another goroutine,
+// or now if the slot was revoked already. A hold counted only by this
+// instance is never revoked.
+func (h *Hold) WhenRevoked(f func()) {
+	if h != nil && h.lease != nil {
+		h.lease.whenRevoked(f)
+	}
+}
+
 // Key returns the counter key of limit id for the expanded key value,
 // which is hashed when longer than MaxKeyLen so a client cannot make the
 // counters hold large strings. An empty value is not counted: Key returns

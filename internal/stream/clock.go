@@ -40,10 +40,11 @@ const (
 	EndShutdown    EndReason = "shutdown"     // the server shut down
 	EndDrain       EndReason = "drain"        // a reload drained the old config's streams
 	EndError       EndReason = "error"        // the handler failed
+	EndRecount     EndReason = "recount"      // the fleet's count, rebuilt in Redis, had no room for it
 )
 
 // EndReasons are every EndReason, in a stable order.
-var EndReasons = []EndReason{EndClient, EndUpstream, EndMaxDuration, EndIdleTimeout, EndShutdown, EndDrain, EndError}
+var EndReasons = []EndReason{EndClient, EndUpstream, EndMaxDuration, EndIdleTimeout, EndShutdown, EndDrain, EndError, EndRecount}
 
 // JitterDown returns d scaled by a random factor in [1-spread, 1].
 func JitterDown(d time.Duration, spread float64) time.Duration {
