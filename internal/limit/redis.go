@@ -69,7 +69,7 @@ type Redis struct {
 	logger  *zap.Logger
 
 	client atomic.Pointer[rueidis.Client]
-	state  atomic.Int32 // storeUp, storeDown or storeSync
+	state  atomic.Int32  // storeUp, storeDown or storeSync
 	wake   chan struct{} // asks the loop for a round now
 	stop   context.CancelFunc
 	done   chan struct{} // closed when the loop has returned
@@ -528,7 +528,7 @@ func (s *Redis) loop(ctx context.Context) {
 				s.mu.Unlock()
 			}
 			if err != nil {
-				backoff = min(2*backoff, every)
+				backoff = min(2*backoff, every, maxProbeBackoff)
 				continue
 			}
 			s.logger.Info("redis answers and holds this instance's open streams; counting there again",
@@ -711,7 +711,12 @@ var renewScriptLua string
 
 // Defaults and bounds.
 const (
-	minProbeBackoff    = 250 * time.Millisecond
+	minProbeBackoff = 250 * time.Millisecond
+	// maxProbeBackoff bounds the wait between probes of a Redis that
+	// failed: after a failover, the first probe that reaches the new
+	// primary (a cluster client learns of it from a failed call) and the
+	// rebuild come within about a second of the promotion
+	maxProbeBackoff    = time.Second
 	renewBatch         = 500 // streams per renewal script
 	maxPendingReleases = 100000
 )

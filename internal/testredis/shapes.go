@@ -215,3 +215,31 @@ func (s *Server) Log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 	return string(b)
 }
+
+// WaitReplicated waits until every server of others that replicates s has
+// everything s had written when it was called: its replication offset
+// has reached s's. A failover then loses nothing written before.
+func (s *Server) WaitReplicated(t testing.TB, others []*Server) {
+	t.Helper()
+	off := s.replInfo(t, "master_repl_offset")
+	for _, r := range others {
+		if r == s || r.Stopped() || r.replInfo(t, "master_port") != int64(s.Port) {
+			continue
+		}
+		waitFor(t, r.Addr+" to replicate "+s.Addr, func() bool { return r.replInfo(t, "slave_repl_offset") >= off })
+	}
+}
+
+// replInfo returns a number of INFO replication, -1 if it is not there.
+func (s *Server) replInfo(t testing.TB, field string) int64 {
+	t.Helper()
+	for _, line := range s.Do(t, "INFO", "replication") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}

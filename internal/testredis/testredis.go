@@ -139,6 +139,9 @@ func (s *Server) Stop(t testing.TB) {
 	<-s.exited
 }
 
+// Stopped reports whether the process has exited.
+func (s *Server) Stopped() bool { return s.stopped() }
+
 // stopped reports whether the process has exited.
 func (s *Server) stopped() bool {
 	select {
