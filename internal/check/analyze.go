@@ -196,13 +196,14 @@ func longestSilence(rec *Recording) time.Duration {
 }
 
 // silenceBeforeEnd returns how long nothing had arrived when the stream
-// ended. A lump that ended together with the stream (a hop let go what it
-// held when it cut the stream) does not break the silence.
+// ended. A lump that ended together with a stream that was not ended
+// cleanly (a hop let go what it held when it cut the stream) does not
+// break the silence.
 func silenceBeforeEnd(rec *Recording, lumps []lump) time.Duration {
 	prev := rec.HeaderAt
 	if n := len(lumps); n > 0 {
 		prev = lumps[n-1].end
-		if rec.EndAt-prev <= LumpGap && rec.Err != nil {
+		if rec.EndAt-prev <= LumpGap && rec.Err != nil && !errors.Is(rec.Err, io.EOF) {
 			prev = lumps[n-1].after
 		}
 	}
