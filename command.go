@@ -81,11 +81,11 @@ when the URL could not be checked at all.
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			status := runCheck(cmd.Context(), cmd, args)
+			cmd.SilenceErrors = true // the report, or the line on stderr, said it
 			switch status {
 			case 0:
 				return nil
 			case 1:
-				cmd.SilenceErrors = true // the report said it
 				return errProblems
 			}
 			// Caddy's exit error carries the status to caddycmd.Main
@@ -237,7 +237,11 @@ func arrivalText(rep *check.Report) string {
 	}
 	var parts []string
 	for _, l := range rep.Held {
-		parts = append(parts, fmt.Sprintf("%d events and %d heartbeats at once at %s, after %s of silence",
+		if l.Events+l.Beats == 0 {
+			parts = append(parts, fmt.Sprintf("the header only, with the cut at %s", msText(l.AtMS)))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%d events, %d heartbeats at once at %s, after %s of silence",
 			l.Events, l.Beats, msText(l.AtMS), msText(l.SilenceMS)))
 	}
 	return "held and let go in lumps: " + strings.Join(parts, "; ")

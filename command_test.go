@@ -109,6 +109,9 @@ http://127.0.0.1:{{.HTTP}} {
 			t.Errorf("exit %d, problems %+v, end %q, %d events, %d heartbeats; want 0, none, server, 4, >= 2\n%s",
 				status, rep.Problems, rep.End, rep.Events, rep.Heartbeats, out)
 		}
+		if !strings.Contains(out, `"problems": [],`) {
+			t.Errorf("--json of a healthy stream: want \"problems\": [], got\n%s", out)
+		}
 		if rep.Fields["Incremental"] != "?1" || rep.Fields["X-Accel-Buffering"] != "no" {
 			t.Errorf("fields %v, want sse's Incremental and X-Accel-Buffering", rep.Fields)
 		}

@@ -42,7 +42,9 @@ func Analyze(rec *Recording, o Options) *Report {
 	if rec.BodyRead {
 		analyzeBody(rec, o, rep)
 	}
-	rep.Problems = verdict(rec, o, rep)
+	if ps := verdict(rec, o, rep); len(ps) > 0 {
+		rep.Problems = ps
+	}
 	return rep
 }
 
@@ -79,7 +81,10 @@ func analyzeBody(rec *Recording, o Options, rep *Report) {
 	}
 	rep.LongestSilenceMS = ms(longestSilence(rec))
 	rep.End, rep.EndError = classifyEnd(rec, p.Boundary && err == nil)
-	rep.SilenceBeforeEndMS = ms(silenceBeforeEnd(rec, lumps))
+	if l, ok := heldHeader(rec); ok {
+		rep.Held = append(rep.Held, l)
+	}
+	rep.SilenceBeforeEndMS = ms(silenceBeforeEnd(rec))
 }
 
 // headerFacts returns the fields of interest in h, and the hop-by-hop
@@ -196,18 +201,33 @@ func longestSilence(rec *Recording) time.Duration {
 }
 
 // silenceBeforeEnd returns how long nothing had arrived when the stream
-// ended. A lump that ended together with a stream that was not ended
-// cleanly (a hop let go what it held when it cut the stream) does not
-// break the silence.
-func silenceBeforeEnd(rec *Recording, lumps []lump) time.Duration {
-	prev := rec.HeaderAt
-	if n := len(lumps); n > 0 {
-		prev = lumps[n-1].end
-		if rec.EndAt-prev <= LumpGap && rec.Err != nil && !errors.Is(rec.Err, io.EOF) {
-			prev = lumps[n-1].after
+// ended. The response header counts as an arrival, and so does the
+// request. What arrived together with a stream's end that was not clean
+// (a hop let go what it held when it cut the stream) does not break the
+// silence.
+func silenceBeforeEnd(rec *Recording) time.Duration {
+	at := make([]time.Duration, 0, len(rec.Reads)+2)
+	at = append(at, 0, rec.HeaderAt)
+	for _, r := range rec.Reads {
+		at = append(at, r.At)
+	}
+	k := len(at) - 1
+	if rec.Err != nil && !errors.Is(rec.Err, io.EOF) {
+		for next := rec.EndAt; k > 0 && next-at[k] <= LumpGap; k-- {
+			next = at[k]
 		}
 	}
-	return max(rec.EndAt-prev, 0)
+	return max(rec.EndAt-at[k], 0)
+}
+
+// heldHeader returns the lump of a response whose header came late, only
+// with the end of a stream that was cut, and nothing with it: a hop held
+// the response until it gave up on it, and dropped what it held (nginx
+// does, with its proxy defaults, at proxy_read_timeout).
+func heldHeader(rec *Recording) (Lump, bool) {
+	held := len(rec.Reads) == 0 && rec.HeaderAt >= HeldSilence &&
+		rec.Err != nil && !errors.Is(rec.Err, io.EOF) && rec.EndAt-rec.HeaderAt <= LumpGap
+	return Lump{AtMS: ms(rec.HeaderAt), SilenceMS: ms(rec.HeaderAt)}, held
 }
 
 // classifyEnd says how the body ended; boundary reports whether its bytes

@@ -84,6 +84,8 @@ func TestCheckAnalyze(t *testing.T) {
 			[]string{KindBuffered}, EndServer},
 		{"lump at the cut", recorded("HTTP/1.1", 5, 3600, io.ErrUnexpectedEOF, at(3599, "data: 1\n\ndata: 2\n\ndata: 3\n\n")),
 			[]string{KindBuffered, KindCut}, EndCut},
+		{"header only with the cut", recorded("HTTP/1.1", 3600, 3601, io.ErrUnexpectedEOF), []string{KindBuffered, KindCut}, EndCut},
+		{"header late, then healthy", recorded("HTTP/1.1", 3600, 5000, io.EOF, spaced(3700, 300, 4)...), nil, EndServer},
 		{"cut mid-event", recorded("HTTP/1.1", 5, 4000, io.EOF, at(10, "data: 1\n\n"), at(20, "data: 2\n")), []string{KindCut}, EndCut},
 		{"reset", recorded("HTTP/2.0", 5, 4000, syscall.ECONNRESET, at(10, "data: 1\n\n")), []string{KindCut}, EndReset},
 		{"quiet, no heartbeat", recorded("HTTP/1.1", 5, 90000, nil, at(10, "data: 1\n\n"), at(60000, "data: 2\n\n")), []string{KindNoHeartbeat}, EndHeld},
@@ -110,6 +112,10 @@ func TestCheckCutSilence(t *testing.T) {
 	}
 	if p := rep.Problems[1]; p.Kind != KindCut || !strings.Contains(p.Detail, "3.5s with nothing arriving") || !strings.Contains(p.Fix, "heartbeat 1s") {
 		t.Errorf("cut problem = %+v, want the 3.5s silence and heartbeat 1s", p)
+	}
+	rep = Analyze(recorded("HTTP/1.1", 3600, 3601, io.ErrUnexpectedEOF), testOptions)
+	if rep.SilenceBeforeEndMS != 3601 || !strings.Contains(rep.Problems[0].Detail, "header arrived only with the cut, 3.6s after the request") {
+		t.Errorf("header only with the cut: silence %dms, problems %+v; want 3601ms and the held header", rep.SilenceBeforeEndMS, rep.Problems)
 	}
 	rep = Analyze(recorded("HTTP/1.1", 5, 5000, io.ErrUnexpectedEOF, spaced(10, 100, 50)...), testOptions)
 	if p := rep.Problems[0]; !strings.Contains(p.Detail, "while bytes were flowing") {

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -117,6 +118,9 @@ func rejected(o Options, err error, timedOut bool) (*Recording, error) {
 	}
 	if field := rejectedField(err); field != "" {
 		return &Recording{Proto: "HTTP/3.0", Rejected: err}, nil
+	}
+	if ue, ok := err.(*url.Error); ok {
+		err = ue.Err // without the method and the URL, which the report has
 	}
 	return nil, err
 }

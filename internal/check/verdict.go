@@ -97,8 +97,12 @@ func compressedProblem(rep *Report, enc string) Problem {
 
 func bufferedProblem(rep *Report) Problem {
 	l := rep.Held[0]
-	detail := fmt.Sprintf("%d events and %d heartbeats arrived at once %s after %s with nothing arriving: a hop held the stream and let it go in lumps",
-		l.Events, l.Beats, msText(l.AtMS), msText(l.SilenceMS))
+	detail := fmt.Sprintf("%s arrived at once at %s, after %s in which nothing arrived: a hop held the stream and let it go in lumps",
+		itemsText(l.Events, l.Beats), msText(l.AtMS), msText(l.SilenceMS))
+	if l.Events+l.Beats == 0 {
+		detail = fmt.Sprintf("the response header arrived only with the cut, %s after the request, and nothing with it: a hop held the response, then dropped what it held",
+			msText(l.AtMS))
+	}
 	if len(rep.Held) > 1 {
 		detail += fmt.Sprintf(" (%d lumps)", len(rep.Held))
 	}
@@ -203,6 +207,21 @@ func unusualOnHTTP1(fields []string) []string {
 // it, in whole seconds, at least 1s.
 func suggestHeartbeat(d time.Duration) string {
 	return max(d/3, time.Second).Truncate(time.Second).String()
+}
+
+// itemsText writes "3 events and 1 heartbeat".
+func itemsText(events, beats int) string {
+	s := fmt.Sprintf("%d events", events)
+	if events == 1 {
+		s = "1 event"
+	}
+	switch beats {
+	case 0:
+		return s
+	case 1:
+		return s + " and 1 heartbeat"
+	}
+	return fmt.Sprintf("%s and %d heartbeats", s, beats)
 }
 
 // msText writes a millisecond count for people: "850ms", "3.2s".
