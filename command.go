@@ -199,11 +199,11 @@ func printReport(w io.Writer, rep *check.Report) {
 		line("field", "%s: %s", k, rep.Fields[k])
 	}
 	if rep.End != check.EndNone {
-		line("received", "%d events, %d heartbeats, %d bytes in %d reads over %s",
+		line("received", "events %d, heartbeats %d, bytes %d, reads %d, over %s",
 			rep.Events, rep.Heartbeats, rep.Bytes, rep.Reads, msText(rep.DurationMS))
 		line("heartbeats", "%s", heartbeatText(rep.Heartbeat))
 		line("arrival", "%s", arrivalText(rep))
-		line("longest silence", "%s", msText(rep.LongestSilenceMS))
+		line("longest silence", "%s after the header", msText(rep.LongestSilenceMS))
 	}
 	line("end", "%s", endText(rep))
 	for _, n := range rep.Notes {
@@ -241,7 +241,7 @@ func arrivalText(rep *check.Report) string {
 			parts = append(parts, fmt.Sprintf("the header only, with the cut at %s", msText(l.AtMS)))
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%d events, %d heartbeats at once at %s, after %s of silence",
+		parts = append(parts, fmt.Sprintf("events %d, heartbeats %d at once at %s, after %s of silence",
 			l.Events, l.Beats, msText(l.AtMS), msText(l.SilenceMS)))
 	}
 	return "held and let go in lumps: " + strings.Join(parts, "; ")
