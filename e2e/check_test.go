@@ -165,6 +165,7 @@ https://localhost:{{.HTTPS}} {
 		{"EncodeSSE", []string{c.BaseURL() + "/sse-gzip/events"}, nil, check.EndServer, 8},
 		{"HopByHopHTTP2Stock", []string{c.TLSURL() + "/raw/events", "--http", "2", "--insecure"}, []string{check.KindHopByHop}, check.EndServer, 8},
 		{"HopByHopHTTP2SSE", []string{c.TLSURL() + "/events", "--http", "2", "--insecure"}, nil, check.EndServer, 8},
+		{"HopByHopHTTP3Stock", []string{c.TLSURL() + "/raw/events", "--http", "3", "--insecure"}, []string{check.KindHopByHop}, check.EndNone, 0},
 		{"HTTP3SSE", []string{c.TLSURL() + "/events", "--http", "3", "--insecure"}, nil, check.EndServer, 8},
 		{"QuietStock", []string{c.BaseURL() + "/raw/quiet", "--idle", "2s"}, []string{check.KindNoHeartbeat}, check.EndServer, 4},
 		{"QuietSSE", []string{c.BaseURL() + "/quiet", "--idle", "2s"}, nil, check.EndServer, 4},
@@ -236,6 +237,11 @@ func checkFindings(t *testing.T, name string, rep *check.Report) {
 	case "HopByHopHTTP2Stock":
 		if rep.Proto != "HTTP/2.0" || !slices.Contains(rep.HopByHop, "Keep-Alive") || !slices.Contains(rep.HopByHop, "Upgrade") {
 			t.Errorf("over %s hop-by-hop fields %v, want Keep-Alive and Upgrade over HTTP/2.0", rep.Proto, rep.HopByHop)
+		}
+	case "HopByHopHTTP3Stock":
+		// quic-go's client rejects the whole response
+		if rep.Proto != "HTTP/3.0" || rep.Status != 0 || len(rep.HopByHop) != 1 || !strings.Contains(rep.EndError, "invalid header field name") {
+			t.Errorf("over %s status %d, hop-by-hop %v, error %q; want the response rejected over HTTP/3.0", rep.Proto, rep.Status, rep.HopByHop, rep.EndError)
 		}
 	case "HopByHopHTTP2SSE", "HTTP3SSE":
 		if want := map[string]string{"HopByHopHTTP2SSE": "HTTP/2.0", "HTTP3SSE": "HTTP/3.0"}[name]; rep.Proto != want || len(rep.HopByHop) != 0 {
