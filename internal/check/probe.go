@@ -74,7 +74,7 @@ func probe(ctx context.Context, o Options) (*Recording, error) {
 	start := time.Now()
 	res, err := client.Do(req)
 	if err != nil {
-		return rejected(o, err, ctx.Err() != nil)
+		return rejected(o, err, errors.Is(ctx.Err(), context.DeadlineExceeded))
 	}
 	defer res.Body.Close()
 	rec := &Recording{
