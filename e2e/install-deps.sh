@@ -2,15 +2,15 @@
 # Installs the third-party programs the end-to-end tests in e2e/ drive, from
 # Debian's packages: chromium (headless EventSource client), nginx (a proxy
 # in front of Caddy), curl (HTTP/2 client), Node with npm (the npm SSE
-# client libraries), redis-server (fleet-wide limits), prometheus (the
-# dashboard's queries), and haproxy, apache2, varnish, squid and lighttpd
-# (the other hops operators put in front of Caddy).
+# client libraries), redis-server and redis-sentinel (fleet-wide limits),
+# prometheus (the dashboard's queries), and haproxy, apache2, varnish, squid
+# and lighttpd (the other hops operators put in front of Caddy).
 #
 # Idempotent: installs only what is missing, and does nothing when all are
 # present. Runs as root (CI), or through sudo when there is one.
 #
-# The tests start their own nginx, redis-server, prometheus, haproxy,
-# apache2, varnishd, squid and lighttpd on free loopback ports; the Debian
+# The tests start their own nginx, redis-server, redis-sentinel, prometheus,
+# haproxy, apache2, varnishd, squid and lighttpd on free loopback ports; the Debian
 # packages' services are kept from starting during the install (nginx,
 # apache2 and lighttpd would listen on port 80 on every interface, squid on
 # 3128, varnish on 6081).
@@ -27,6 +27,8 @@ command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 # a Redis for the fleet-wide limit tests (each test starts its own)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
+# the sentinels of the failover tests
+command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ] || missing="$missing redis-sentinel"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus" # dashboard_test.go runs the dashboard's queries
 # the hops of hops_test.go, each in front of Caddy
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
@@ -36,7 +38,7 @@ command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || missing="$missing 
 command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || missing="$missing lighttpd"
 
 if [ -z "$missing" ]; then
-	echo "e2e deps present: chromium nginx curl node npm redis-server prometheus haproxy apache2 varnishd squid lighttpd"
+	echo "e2e deps present: chromium nginx curl node npm redis-server redis-sentinel prometheus haproxy apache2 varnishd squid lighttpd"
 	exit 0
 fi
 

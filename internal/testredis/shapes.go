@@ -16,7 +16,7 @@ package testredis
 
 // The shapes production Redis comes in: a Redis Cluster made with
 // redis-cli --cluster create, and a primary with a replica managed by
-// three sentinels (redis-server --sentinel). All on loopback, with one
+// three sentinels (Debian's redis-sentinel). All on loopback, with one
 // password, no persistence.
 
 import (
@@ -151,9 +151,11 @@ func StartSentinels(t testing.TB, name string) *Sentinels {
 	return s
 }
 
-// startSentinel runs redis-server --sentinel monitoring primary as name.
+// startSentinel runs redis-sentinel (Debian's redis-sentinel package)
+// monitoring primary as name.
 func startSentinel(t testing.TB, name string, primary *Server) *Server {
 	t.Helper()
+	requireTools(t, "redis-sentinel")
 	sn := &Server{dir: t.TempDir()}
 	sn.Port = freePort(t)
 	sn.Addr = fmt.Sprintf("127.0.0.1:%d", sn.Port)
@@ -170,7 +172,7 @@ sentinel failover-timeout %s 5000
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sn.sentinel = []string{conf, "--sentinel"}
+	sn.sentinel = []string{conf}
 	sn.Restart(t)
 	t.Cleanup(func() { sn.Stop(t) })
 	return sn

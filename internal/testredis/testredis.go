@@ -62,14 +62,7 @@ func StartWith(t testing.TB, args ...string) *Server {
 // start starts a redis-server with password (one of its own when "").
 func start(t testing.TB, password string, args ...string) *Server {
 	t.Helper()
-	for _, tool := range []string{"redis-server", "redis-cli"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing (e2e/install-deps.sh installs it)", tool)
-			}
-			t.Skipf("%s is not installed (e2e/install-deps.sh installs it)", tool)
-		}
-	}
+	requireTools(t, "redis-server", "redis-cli")
 	port := freePort(t)
 	if password == "" {
 		password = "pw-" + strconv.Itoa(port)
@@ -81,6 +74,21 @@ func start(t testing.TB, password string, args ...string) *Server {
 	s.Restart(t)
 	t.Cleanup(func() { s.Stop(t) })
 	return s
+}
+
+// requireTools skips t, or fails it when CI is "true", unless every tool
+// is installed (Debian's redis-server and redis-sentinel packages, which
+// e2e/install-deps.sh installs).
+func requireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (e2e/install-deps.sh installs it)", tool)
+			}
+			t.Skipf("%s is not installed (e2e/install-deps.sh installs it)", tool)
+		}
+	}
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -102,7 +110,7 @@ func (s *Server) Restart(t testing.TB) {
 		"--requirepass", s.Password, "--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--logfile", filepath.Join(s.dir, "redis.log")}, s.args...)...)
 	if s.sentinel != nil {
-		s.cmd = exec.Command("redis-server", s.sentinel...)
+		s.cmd = exec.Command("redis-sentinel", s.sentinel...)
 	}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
